@@ -1,0 +1,133 @@
+"""Convolutions: conv2d and conv_transpose2d."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import OpError
+from ..ir.graph import Init, TensorType
+from .schema import (Attr, Bool, InitKind, Int, Ints, OneOf, OpDef, Padding, ParamSpec, TensorLiteral, Window,
+                     expect_rank, register, resolve_padding, sliding_windows, window_out)
+
+# Attributes every parameterized layer shares: how its parameters are made and whether they train.
+PARAM_ATTRS = (
+    Attr("init", InitKind(), Init("he_normal"), "initializer of the weight"),
+    Attr("bias_init", InitKind(), Init("zeros"), "initializer of the bias"),
+    Attr("frozen", Bool(), False, "parameters are loaded or initialized but never trained"),
+)
+
+
+def fixed_or_init(name: str, shape: tuple[int, ...], literal: np.ndarray | None, init: Init, op: str) -> ParamSpec:
+    """A parameter either written in the spec (`weight=[[...]]`, fixed) or made by an initializer."""
+    if literal is None:
+        return ParamSpec(name, shape, "trainable", init)
+    if literal.shape != shape:
+        raise OpError(f"{op}: the {name} written in the spec has shape {list(literal.shape)}, "
+                      f"but this layer needs {list(shape)}", attr=name)
+    return ParamSpec(name, shape, "trainable", init, data=literal)
+
+
+@register
+class Conv2d(OpDef):
+    name = "conv2d"
+    doc = ("2-d convolution of x [N, C, H, W] (cross-correlation, as in every framework; flip=true for true "
+           "convolution with the kernel flipped). groups splits channels; depthwise=true means groups = C and "
+           "out_channels defaults to C. A weight written in the spec is fixed (not trained).")
+    attrs = (
+        Attr("out_channels", Int(min=1), None, "output channels (default with depthwise: the input channels)",
+             optional=True),
+        Attr("kernel", Ints(2), None, "kernel size: k or [kh, kw] (default: the fixed weight's)", optional=True),
+        Attr("stride", Ints(2), (1, 1)),
+        Attr("padding", Padding(), (0, 0, 0, 0)),
+        Attr("dilation", Ints(2), (1, 1)),
+        Attr("groups", Int(min=1), 1),
+        Attr("depthwise", Bool(), False, "groups = input channels"),
+        Attr("bias", OneOf(Bool(), TensorLiteral()), True, "true, false, or fixed bias values"),
+        Attr("weight", TensorLiteral(), None, "fixed weight values [out, in/groups, kh, kw]", optional=True),
+        Attr("flip", Bool(), False, "true convolution: flip the kernel spatially"),
+        *PARAM_ATTRS,
+    )
+    fusion = "out_fusable"
+
+    def check_attr_combination(self, attrs):
+        if attrs["out_channels"] is None and not attrs["depthwise"]:
+            raise OpError("conv2d: missing required attribute 'out_channels'", attr="out_channels")
+        if attrs["kernel"] is None:
+            w = attrs["weight"]
+            if w is None or w.ndim != 4:
+                raise OpError("conv2d: missing required attribute 'kernel'", attr="kernel")
+        if attrs["depthwise"] and attrs["groups"] != 1:
+            raise OpError("conv2d: give either depthwise=true or groups, not both", attr="groups")
+
+    def resolve(self, attrs, in_types):
+        (x,) = in_types
+        expect_rank(self.name, x, 4)
+        a = dict(attrs)
+        c = int(x.shape[1])
+        w = a["weight"]
+        if a["kernel"] is None:
+            a["kernel"] = (int(w.shape[2]), int(w.shape[3]))
+        if a["depthwise"]:
+            a["groups"] = c
+            a["out_channels"] = a["out_channels"] or c
+        if a["out_channels"] is None:
+            a["out_channels"] = int(w.shape[0])
+        del a["depthwise"]
+        g = a["groups"]
+        if c % g:
+            raise OpError(f"conv2d: input channels ({c}) are not divisible by groups ({g}); input is {x}",
+                          attr="groups")
+        if a["out_channels"] % g:
+            raise OpError(f"conv2d: out_channels ({a['out_channels']}) is not divisible by groups ({g})",
+                          attr="out_channels")
+        a["padding"] = resolve_padding(a, x, a["kernel"], a["stride"], a["dilation"])
+        return a
+
+    def params(self, attrs, in_types):
+        x = in_types[0]
+        o, g, (kh, kw) = attrs["out_channels"], attrs["groups"], attrs["kernel"]
+        specs = [fixed_or_init("weight", (o, int(x.shape[1]) // g, kh, kw), attrs["weight"], attrs["init"],
+                               self.name)]
+        bias = attrs["bias"]
+        if bias is not False:
+            specs.append(fixed_or_init("bias", (o,), None if bias is True else bias, attrs["bias_init"], self.name))
+        return specs
+
+    def infer(self, attrs, in_types):
+        x = in_types[0]
+        (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["stride"], attrs["dilation"]
+        top, left, bottom, right = attrs["padding"]
+        h, w = int(x.shape[2]), int(x.shape[3])
+        oh = window_out(h, kh, sh, top, bottom, dh)
+        ow = window_out(w, kw, sw, left, right, dw)
+        if oh < 1 or ow < 1:
+            raise OpError(f"conv2d: the {kh}×{kw} kernel (dilation {dh}×{dw}) does not fit the padded "
+                          f"{h + top + bottom}×{w + left + right} input {x}")
+        return TensorType((x.shape[0], attrs["out_channels"], oh, ow), x.dtype)
+
+    def reference(self, attrs, xs, ps, ctx):
+        x, w = xs[0], ps["weight"]
+        n, c = x.shape[:2]
+        o, g = attrs["out_channels"], attrs["groups"]
+        top, left, bottom, right = attrs["padding"]
+        if attrs["flip"]:
+            w = w[:, :, ::-1, ::-1]
+        xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+        oh = window_out(x.shape[2], attrs["kernel"][0], attrs["stride"][0], top, bottom, attrs["dilation"][0])
+        ow = window_out(x.shape[3], attrs["kernel"][1], attrs["stride"][1], left, right, attrs["dilation"][1])
+        win = sliding_windows(xp, attrs["kernel"], attrs["stride"], attrs["dilation"], (oh, ow))
+        win = win.reshape(n, g, c // g, oh, ow, *attrs["kernel"])
+        wg = w.reshape(g, o // g, c // g, *attrs["kernel"])
+        y = np.einsum("ngchwij,gocij->ngohw", win, wg, optimize=True).reshape(n, o, oh, ow)
+        if "bias" in ps:
+            y = y + ps["bias"].reshape(1, o, 1, 1)
+        return y.astype(x.dtype, copy=False)
+
+    def macs(self, attrs, in_types, out_type):
+        _, o, oh, ow = out_type.shape
+        kh, kw = attrs["kernel"]
+        return int(o) * int(oh) * int(ow) * (int(in_types[0].shape[1]) // attrs["groups"]) * kh * kw
+
+    def window(self, attrs):
+        (kh, kw), (dh, dw) = attrs["kernel"], attrs["dilation"]
+        return Window(((kh - 1) * dh + 1, (kw - 1) * dw + 1), attrs["stride"])
