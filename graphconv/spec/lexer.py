@@ -1,0 +1,105 @@
+"""Tokens of the spec language.
+
+Newlines end statements. The parser ignores them inside ( ) and [ ], where a long call or list may span lines, and
+before a line that starts with `->`, which continues the chain on the line before. Comments
+run from `#` to the end of the line. Problems (stray characters, unterminated strings) are reported and skipped so
+one pass finds them all.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import Diagnostic, SourceLoc
+
+KEYWORDS = {
+    "network", "block", "input", "output", "return", "if", "else", "repeat", "include", "let", "and", "or", "not",
+    "true", "false", "as",
+}
+
+_TOKEN_RE = re.compile(r"""
+    (?P<ws>[ \t\r\f]+)
+  | (?P<comment>\#[^\n]*)
+  | (?P<newline>\n)
+  | (?P<number>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
+  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<string>"(?:[^"\\\n]|\\.)*")
+  | (?P<punct>->|==|!=|<=|>=|//|[()\[\]{},:=<>+\-*/%])
+""", re.VERBOSE)
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # "ident" | "keyword" | "int" | "float" | "string" | "punct" | "newline" | "eof"
+    text: str
+    loc: SourceLoc
+    value: object = None
+
+
+def tokenize(text: str, path: str, diags: list[Diagnostic]) -> list[Token]:
+    tokens: list[Token] = []
+    line, line_start, pos = 1, 0, 0
+    n = len(text)
+    while pos < n:
+        m = _TOKEN_RE.match(text, pos)
+        col = pos - line_start + 1
+        if m is None:
+            ch = text[pos]
+            if ch == '"':
+                end = text.find("\n", pos)
+                end = n if end < 0 else end
+                diags.append(Diagnostic(SourceLoc(path, line, col, end - pos), "unterminated string",
+                                        hint='strings end with " on the same line'))
+                pos = end
+                continue
+            shown = repr(ch) if ch.isprintable() else f"U+{ord(ch):04X}"
+            diags.append(Diagnostic(SourceLoc(path, line, col), f"unexpected character {shown}"))
+            pos += 1
+            continue
+        kind = m.lastgroup
+        s = m.group()
+        loc = SourceLoc(path, line, col, max(1, len(s)))
+        if kind == "newline":
+            tokens.append(Token("newline", "\\n", loc))
+            line += 1
+            line_start = m.end()
+        elif kind == "number":
+            if re.fullmatch(r"\d+", s):
+                tokens.append(Token("int", s, loc, int(s)))
+            else:
+                tokens.append(Token("float", s, loc, float(s)))
+        elif kind == "ident":
+            tokens.append(Token("keyword" if s in KEYWORDS else "ident", s, loc, s))
+        elif kind == "string":
+            body = s[1:-1]
+            value, bad = _unescape(body)
+            if bad is not None:
+                diags.append(Diagnostic(SourceLoc(path, line, col + 1 + bad, 2),
+                                        f"unknown escape '\\{body[bad + 1]}' in string",
+                                        hint='escapes: \\n \\t \\\\ \\"'))
+            tokens.append(Token("string", s, loc, value))
+        elif kind == "punct":
+            tokens.append(Token("punct", s, loc))
+        pos = m.end()
+    tokens.append(Token("newline", "\\n", SourceLoc(path, line, pos - line_start + 1)))
+    tokens.append(Token("eof", "end of file", SourceLoc(path, line, pos - line_start + 1)))
+    return tokens
+
+
+def _unescape(body: str) -> tuple[str, int | None]:
+    out, i, bad = [], 0, None
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            rep = _ESCAPES.get(body[i + 1])
+            if rep is None and bad is None:
+                bad = i
+            out.append(rep if rep is not None else body[i + 1])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out), bad
