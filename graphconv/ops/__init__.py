@@ -1,7 +1,11 @@
 """The op registry: `REGISTRY[name]` is the one definition of each op (see schema.py). Importing this package
-registers every op."""
+registers every op. `ALIASES` maps a name the spec language accepts to the op and fixed attributes it expands to."""
 
-from . import activation, conv, elementwise  # noqa: F401  (registration side effects)
+from . import activation, conv, dense, elementwise, norm, pool, resize, shape  # noqa: F401  (registration)
 from .schema import REGISTRY, OpDef, RefContext
 
-__all__ = ["REGISTRY", "OpDef", "RefContext"]
+ALIASES: dict[str, tuple[str, dict]] = {
+    "relu6": ("clip", {"min": 0.0, "max": 6.0}),
+}
+
+__all__ = ["ALIASES", "REGISTRY", "OpDef", "RefContext"]

@@ -1,11 +1,16 @@
-"""Elementwise activations. `Unary` is the shared base: shape and dtype pass through, the reference is one numpy
-expression."""
+"""Elementwise activations (and dropout). `Unary` is the shared base: shape and dtype pass through, the reference is
+one numpy expression. `AxisUnary` adds the `axis` attribute of softmax and log_softmax."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .schema import OpDef, register
+from ..errors import OpError
+from .schema import Attr, Float, Int, OpDef, register
+
+# SELU's fixed constants (Klambauer et al. 2017), as PyTorch writes them.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
 
 
 class Unary(OpDef):
@@ -28,3 +33,135 @@ class Relu(Unary):
 
     def fn(self, x, attrs):
         return np.maximum(x, 0)
+
+
+@register
+class LeakyRelu(Unary):
+    name = "leaky_relu"
+    doc = "x for x >= 0, alpha·x below"
+    attrs = (Attr("alpha", Float(), 0.01, "slope for negative inputs"),)
+
+    def fn(self, x, attrs):
+        return np.where(x >= 0, x, x * attrs["alpha"])
+
+
+def _elu(x: np.ndarray, alpha: float) -> np.ndarray:
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+@register
+class Elu(Unary):
+    name = "elu"
+    doc = "x for x > 0, alpha·(exp(x) - 1) below"
+    attrs = (Attr("alpha", Float(), 1.0),)
+
+    def fn(self, x, attrs):
+        return _elu(x, attrs["alpha"])
+
+
+@register
+class Selu(Unary):
+    name = "selu"
+    doc = "scale·elu(x, alpha) with PyTorch's constants alpha ≈ 1.6733, scale ≈ 1.0507"
+
+    def fn(self, x, attrs):
+        return SELU_SCALE * _elu(x, SELU_ALPHA)
+
+
+@register
+class Sigmoid(Unary):
+    name = "sigmoid"
+    doc = "1 / (1 + exp(-x)), computed without overflow"
+
+    def fn(self, x, attrs):
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+@register
+class Tanh(Unary):
+    name = "tanh"
+    doc = "hyperbolic tangent"
+
+    def fn(self, x, attrs):
+        return np.tanh(x)
+
+
+@register
+class Clip(Unary):
+    name = "clip"
+    doc = "clamp to [min, max]; either bound may be left out (relu6 is clip(min=0, max=6))"
+    attrs = (
+        Attr("min", Float(), None, "lower bound", optional=True),
+        Attr("max", Float(), None, "upper bound", optional=True),
+    )
+
+    def check_attr_combination(self, attrs):
+        lo, hi = attrs["min"], attrs["max"]
+        if lo is None and hi is None:
+            raise OpError("clip: give min, max or both", attr="min")
+        if lo is not None and hi is not None and lo > hi:
+            raise OpError(f"clip: min ({lo:g}) is above max ({hi:g})", attr="min")
+
+    def fn(self, x, attrs):
+        if attrs["min"] is not None:
+            x = np.maximum(x, attrs["min"])
+        if attrs["max"] is not None:
+            x = np.minimum(x, attrs["max"])
+        return x
+
+
+class AxisUnary(Unary):
+    """A shape-preserving op along one non-batch axis; `axis` may be negative and is stored non-negative."""
+
+    attrs = (Attr("axis", Int(), 1, "the axis to normalize over (negative counts from the end; 0 is the batch)"),)
+    fusion = "opaque"
+
+    def resolve(self, attrs, in_types):
+        x, axis = in_types[0], attrs["axis"]
+        if not -x.rank <= axis < x.rank:
+            raise OpError(f"{self.name}: axis {axis} is out of range for {x}", attr="axis")
+        axis %= x.rank
+        if axis == 0:
+            raise OpError(f"{self.name}: axis {attrs['axis']} is the batch dimension of {x}", attr="axis",
+                          hint="samples must stay independent; use axis=1 (channels) or a later axis")
+        return {**attrs, "axis": axis}
+
+
+@register
+class Softmax(AxisUnary):
+    name = "softmax"
+    doc = "exp(x) / sum(exp(x)) along axis (max-subtracted for stability)"
+
+    def fn(self, x, attrs):
+        e = np.exp(x - x.max(axis=attrs["axis"], keepdims=True))
+        return e / e.sum(axis=attrs["axis"], keepdims=True)
+
+
+@register
+class LogSoftmax(AxisUnary):
+    name = "log_softmax"
+    doc = "x - log(sum(exp(x))) along axis (max-subtracted for stability)"
+
+    def fn(self, x, attrs):
+        shifted = x - x.max(axis=attrs["axis"], keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=attrs["axis"], keepdims=True))
+
+
+@register
+class Dropout(Unary):
+    name = "dropout"
+    doc = ("identity at inference; in training zeroes each element with probability rate (mask from ctx.rng) and "
+           "scales the rest by 1/(1 - rate)")
+    attrs = (Attr("rate", Float(min=0.0, max=1.0), 0.5, "probability of dropping an element, 0 <= rate < 1"),)
+
+    def check_attr_combination(self, attrs):
+        if attrs["rate"] >= 1.0:
+            raise OpError(f"dropout: rate must be below 1, got {attrs['rate']:g}", attr="rate")
+
+    def reference(self, attrs, xs, ps, ctx):
+        x, rate = xs[0], attrs["rate"]
+        if not ctx.training or rate == 0.0:
+            return x.copy()
+        keep = ctx.rng.random(x.shape) >= rate
+        return np.where(keep, x * (1.0 / (1.0 - rate)), 0).astype(x.dtype, copy=False)

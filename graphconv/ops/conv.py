@@ -6,8 +6,8 @@ import numpy as np
 
 from ..errors import OpError
 from ..ir.graph import Init, TensorType
-from .schema import (Attr, Bool, InitKind, Int, Ints, OneOf, OpDef, Padding, ParamSpec, TensorLiteral, Window,
-                     expect_rank, register, resolve_padding, sliding_windows, window_out)
+from .schema import (Attr, Bool, InitKind, Int, Ints, OneOf, OpDef, Padding, Pads, ParamSpec, TensorLiteral,
+                     Window, expect_rank, register, resolve_padding, sliding_windows, window_out)
 
 # Attributes every parameterized layer shares: how its parameters are made and whether they train.
 PARAM_ATTRS = (
@@ -131,3 +131,116 @@ class Conv2d(OpDef):
     def window(self, attrs):
         (kh, kw), (dh, dw) = attrs["kernel"], attrs["dilation"]
         return Window(((kh - 1) * dh + 1, (kw - 1) * dw + 1), attrs["stride"])
+
+
+@register
+class ConvTranspose2d(OpDef):
+    name = "conv_transpose2d"
+    doc = ("2-d transposed convolution of x [N, C, H, W] (the input-gradient of conv2d, as PyTorch ConvTranspose2d "
+           "and ONNX ConvTranspose): weight [C, out_channels/groups, kh, kw]; padding is cropped from the output, "
+           "output_padding extends it at the bottom/right. A weight written in the spec is fixed (not trained).")
+    attrs = (
+        Attr("out_channels", Int(min=1), None, "output channels (default: from the fixed weight)", optional=True),
+        Attr("kernel", Ints(2), None, "kernel size: k or [kh, kw] (default: the fixed weight's)", optional=True),
+        Attr("stride", Ints(2), (1, 1)),
+        Attr("padding", Pads(), (0, 0, 0, 0), "rows/columns cropped from each side of the full output"),
+        Attr("output_padding", Ints(2, min=0), (0, 0), "extra rows/columns at the bottom/right of the output"),
+        Attr("dilation", Ints(2), (1, 1)),
+        Attr("groups", Int(min=1), 1),
+        Attr("bias", OneOf(Bool(), TensorLiteral()), True, "true, false, or fixed bias values"),
+        Attr("weight", TensorLiteral(), None, "fixed weight values [in, out/groups, kh, kw]", optional=True),
+        *PARAM_ATTRS,
+    )
+    fusion = "out_fusable"
+
+    def check_attr_combination(self, attrs):
+        w = attrs["weight"]
+        if w is not None and w.ndim != 4:
+            raise OpError(f"conv_transpose2d: the weight written in the spec must be 4-d [in, out/groups, kh, kw], "
+                          f"got shape {list(w.shape)}", attr="weight")
+        if attrs["out_channels"] is None and w is None:
+            raise OpError("conv_transpose2d: missing required attribute 'out_channels'", attr="out_channels")
+        if attrs["kernel"] is None and w is None:
+            raise OpError("conv_transpose2d: missing required attribute 'kernel'", attr="kernel")
+        op, s, d = attrs["output_padding"], attrs["stride"], attrs["dilation"]
+        if any(p >= max(si, di) for p, si, di in zip(op, s, d)):
+            raise OpError(f"conv_transpose2d: output_padding {list(op)} must be smaller than the stride {list(s)} "
+                          f"or the dilation {list(d)} in each dimension", attr="output_padding")
+
+    def resolve(self, attrs, in_types):
+        (x,) = in_types
+        expect_rank(self.name, x, 4)
+        a = dict(attrs)
+        c, g, w = int(x.shape[1]), a["groups"], a["weight"]
+        if a["kernel"] is None:
+            a["kernel"] = (int(w.shape[2]), int(w.shape[3]))
+        if a["out_channels"] is None:
+            a["out_channels"] = int(w.shape[1]) * g
+        if c % g:
+            raise OpError(f"conv_transpose2d: input channels ({c}) are not divisible by groups ({g}); input is {x}",
+                          attr="groups")
+        if a["out_channels"] % g:
+            raise OpError(f"conv_transpose2d: out_channels ({a['out_channels']}) is not divisible by groups ({g})",
+                          attr="out_channels")
+        return a
+
+    def params(self, attrs, in_types):
+        c = int(in_types[0].shape[1])
+        o, g, (kh, kw) = attrs["out_channels"], attrs["groups"], attrs["kernel"]
+        specs = [fixed_or_init("weight", (c, o // g, kh, kw), attrs["weight"], attrs["init"], self.name)]
+        bias = attrs["bias"]
+        if bias is not False:
+            specs.append(fixed_or_init("bias", (o,), None if bias is True else bias, attrs["bias_init"], self.name))
+        return specs
+
+    @staticmethod
+    def _full(size: int, kernel: int, stride: int, dilation: int, out_pad: int) -> int:
+        """Length of the uncropped output (before padding is removed), output_padding included."""
+        return (size - 1) * stride + dilation * (kernel - 1) + 1 + out_pad
+
+    def _out_hw(self, attrs, h: int, w: int) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (dh, dw), (oph, opw) = (attrs["kernel"], attrs["stride"], attrs["dilation"],
+                                                    attrs["output_padding"])
+        top, left, bottom, right = attrs["padding"]
+        return (self._full(h, kh, sh, dh, oph) - top - bottom, self._full(w, kw, sw, dw, opw) - left - right)
+
+    def infer(self, attrs, in_types):
+        x = in_types[0]
+        expect_rank(self.name, x, 4)
+        oh, ow = self._out_hw(attrs, int(x.shape[2]), int(x.shape[3]))
+        if oh < 1 or ow < 1:
+            raise OpError(f"conv_transpose2d: padding {list(attrs['padding'])} crops the whole output of input {x} "
+                          f"(output would be {oh}×{ow})", attr="padding")
+        return TensorType((x.shape[0], attrs["out_channels"], oh, ow), x.dtype)
+
+    def reference(self, attrs, xs, ps, ctx):
+        x, w = xs[0], ps["weight"]
+        n, c, h, wd = x.shape
+        o, g = attrs["out_channels"], attrs["groups"]
+        (kh, kw), (sh, sw), (dh, dw), (oph, opw) = (attrs["kernel"], attrs["stride"], attrs["dilation"],
+                                                    attrs["output_padding"])
+        top, left, bottom, right = attrs["padding"]
+        fh, fw = self._full(h, kh, sh, dh, oph), self._full(wd, kw, sw, dw, opw)
+        y = np.zeros((n, o, fh, fw), dtype=np.result_type(x, w))
+        xg = x.reshape(n, g, c // g, h, wd)
+        wg = w.reshape(g, c // g, o // g, kh, kw)
+        for i in range(kh):  # scatter every kernel tap: input (r, s) lands on output (r*stride + i*dilation, ...)
+            for j in range(kw):
+                tap = np.einsum("ngchw,gco->ngohw", xg, wg[..., i, j], optimize=True).reshape(n, o, h, wd)
+                y[:, :, i * dh:i * dh + (h - 1) * sh + 1:sh, j * dw:j * dw + (wd - 1) * sw + 1:sw] += tap
+        y = y[:, :, top:fh - bottom, left:fw - right]
+        if "bias" in ps:
+            y = y + ps["bias"].reshape(1, o, 1, 1)
+        return y.astype(x.dtype, copy=False)
+
+    def macs(self, attrs, in_types, out_type):
+        _, c, h, w = in_types[0].shape
+        kh, kw = attrs["kernel"]
+        return int(c) * int(h) * int(w) * (attrs["out_channels"] // attrs["groups"]) * kh * kw
+
+    def window(self, attrs):
+        """Seen from the output, one pixel depends on ceil(extent / stride) input pixels per axis, and the output
+        grid is `stride` times finer (scale)."""
+        (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["stride"], attrs["dilation"]
+        eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+        return Window((-(-eh // sh), -(-ew // sw)), (1, 1), scale=(float(sh), float(sw)))

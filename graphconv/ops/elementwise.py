@@ -1,4 +1,5 @@
-"""Multi-input elementwise ops with numpy broadcasting (the batch dimension must match exactly)."""
+"""Multi-input ops: elementwise add and mul with numpy broadcasting (the batch dimension must match exactly), and
+concat."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 
 from ..errors import OpError
 from ..ir.graph import TensorType
-from .schema import OpDef, register, same_dtype
+from .schema import Attr, Int, OpDef, register, same_dtype
 
 
 def broadcast_shape(op: str, in_types) -> tuple:
@@ -31,7 +32,22 @@ class Broadcast(OpDef):
     fusion = "broadcast"
 
     def infer(self, attrs, in_types):
+        _expect_inputs(self.name, in_types)
         return TensorType(broadcast_shape(self.name, in_types), same_dtype(self.name, in_types))
+
+    def reference(self, attrs, xs, ps, ctx):
+        out = xs[0]
+        for x in xs[1:]:
+            out = self.combine(out, x)
+        return out
+
+    def combine(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _expect_inputs(op: str, in_types, n: int = 2) -> None:
+    if len(in_types) < n:
+        raise OpError(f"{op} needs at least {n} inputs, got {len(in_types)}")
 
 
 @register
@@ -39,8 +55,61 @@ class Add(Broadcast):
     name = "add"
     doc = "sum of two or more tensors (residual connections), broadcasting"
 
+    def combine(self, a, b):
+        return a + b
+
+
+@register
+class Mul(Broadcast):
+    name = "mul"
+    doc = "product of two or more tensors (gating, attention scales), broadcasting"
+
+    def combine(self, a, b):
+        return a * b
+
+
+@register
+class Concat(OpDef):
+    name = "concat"
+    doc = "join two or more tensors along axis (default 1, the channels); every other dimension must match"
+    inputs = ("xs",)
+    variadic = True
+    min_inputs = 2
+    attrs = (Attr("axis", Int(), 1, "the axis to join along (negative counts from the end; 0 is the batch)"),)
+    fusion = "injective"
+
+    def _axis(self, attrs, in_types) -> int:
+        _expect_inputs(self.name, in_types)
+        first = in_types[0]
+        for i, t in enumerate(in_types[1:], 1):
+            if t.rank != first.rank:
+                raise OpError(f"concat: inputs have different ranks: {_listing(in_types)}", arg=i)
+        axis = attrs["axis"]
+        if not -first.rank <= axis < first.rank:
+            raise OpError(f"concat: axis {axis} is out of range for rank-{first.rank} inputs {_listing(in_types)}",
+                          attr="axis")
+        if axis % first.rank == 0:
+            raise OpError(f"concat: axis {axis} is the batch dimension", attr="axis",
+                          hint="samples must stay independent; use axis=1 (channels) or a later axis")
+        return axis % first.rank
+
+    def resolve(self, attrs, in_types):
+        return {**attrs, "axis": self._axis(attrs, in_types)}
+
+    def infer(self, attrs, in_types):
+        axis = self._axis(attrs, in_types)
+        dtype = same_dtype(self.name, in_types)
+        first = in_types[0]
+        for i, t in enumerate(in_types[1:], 1):
+            if any(a != b for k, (a, b) in enumerate(zip(first.shape, t.shape)) if k != axis):
+                raise OpError(f"concat: along axis {axis} every other dimension must match; got "
+                              f"{_listing(in_types)}", arg=i)
+        size = sum(int(t.shape[axis]) for t in in_types)
+        return TensorType(first.shape[:axis] + (size,) + first.shape[axis + 1:], dtype)
+
     def reference(self, attrs, xs, ps, ctx):
-        out = xs[0]
-        for x in xs[1:]:
-            out = out + x
-        return out
+        return np.concatenate(xs, axis=attrs["axis"])
+
+
+def _listing(in_types) -> str:
+    return ", ".join(str(t) for t in in_types[:-1]) + " and " + str(in_types[-1])

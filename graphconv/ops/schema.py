@@ -169,6 +169,18 @@ class Padding(Kind):
         raise OpError(f"expected {self.description}, got {_describe(v)}")
 
 
+class Pads(Padding):
+    """Explicit padding only (conv_transpose2d, pad): an integer, [pad_h, pad_w] or [top, left, bottom, right].
+    Normalizes to a 4-tuple (top, left, bottom, right); `same` is rejected with its own message."""
+
+    description = "an integer, [pad_h, pad_w] or [top, left, bottom, right] (all >= 0)"
+
+    def convert(self, v):
+        if isinstance(v, str) and v == "same":
+            raise OpError("padding 'same' is not supported here", hint=f"give the pads explicitly: {self.description}")
+        return super().convert(v)
+
+
 class InitKind(Kind):
     description = "an initializer (" + ", ".join(sorted(INITIALIZERS)) + ")"
 
@@ -330,7 +342,7 @@ class OpDef:
         """The attributes stored on the IR node: resolved attributes minus parameter construction; a fixed bias
         literal becomes `bias=True` (its values live in the parameter)."""
         out = {k: v for k, v in attrs.items() if k not in self.param_attr_names}
-        if "bias" in out and not isinstance(out["bias"], bool):
+        if isinstance(out.get("bias"), np.ndarray):  # not a number attribute such as lrn's bias
             out["bias"] = True
         return out
 

@@ -1,0 +1,65 @@
+"""Fully connected layer."""
+
+from __future__ import annotations
+
+from ..errors import OpError
+from ..ir.graph import TensorType
+from .conv import PARAM_ATTRS, fixed_or_init
+from .schema import Attr, Bool, Int, OneOf, OpDef, TensorLiteral, expect_rank, register
+
+
+@register
+class Dense(OpDef):
+    name = "dense"
+    doc = ("fully connected layer x [N, features] -> [N, units]: x·weightᵀ + bias, weight [units, features] as in "
+           "PyTorch Linear. A weight written in the spec is fixed (not trained).")
+    attrs = (
+        Attr("units", Int(min=1), None, "output features (default: from the fixed weight)", optional=True),
+        Attr("bias", OneOf(Bool(), TensorLiteral()), True, "true, false, or fixed bias values"),
+        Attr("weight", TensorLiteral(), None, "fixed weight values [units, features]", optional=True),
+        *PARAM_ATTRS,
+    )
+    fusion = "out_fusable"
+
+    def check_attr_combination(self, attrs):
+        w = attrs["weight"]
+        if w is not None and w.ndim != 2:
+            raise OpError(f"dense: the weight written in the spec must be 2-d [units, features], "
+                          f"got shape {list(w.shape)}", attr="weight")
+        if attrs["units"] is None and w is None:
+            raise OpError("dense: missing required attribute 'units'", attr="units")
+
+    def _check_input(self, x: TensorType) -> None:
+        hint = "insert flatten before dense" if x.rank > 2 else None
+        expect_rank(self.name, x, 2, hint=hint)
+
+    def resolve(self, attrs, in_types):
+        self._check_input(in_types[0])
+        a = dict(attrs)
+        if a["units"] is None:
+            a["units"] = int(a["weight"].shape[0])
+        return a
+
+    def params(self, attrs, in_types):
+        features, units = int(in_types[0].shape[1]), attrs["units"]
+        specs = [fixed_or_init("weight", (units, features), attrs["weight"], attrs["init"], self.name)]
+        bias = attrs["bias"]
+        if bias is not False:
+            specs.append(fixed_or_init("bias", (units,), None if bias is True else bias, attrs["bias_init"],
+                                       self.name))
+        return specs
+
+    def infer(self, attrs, in_types):
+        x = in_types[0]
+        self._check_input(x)
+        return TensorType((x.shape[0], attrs["units"]), x.dtype)
+
+    def reference(self, attrs, xs, ps, ctx):
+        x = xs[0]
+        y = x @ ps["weight"].T
+        if "bias" in ps:
+            y = y + ps["bias"]
+        return y.astype(x.dtype, copy=False)
+
+    def macs(self, attrs, in_types, out_type):
+        return int(in_types[0].shape[1]) * attrs["units"]

@@ -1,0 +1,168 @@
+"""Pooling over x [N, C, H, W]: the sliding-window pools share `Pool` (stride defaulting to the kernel, `same`
+padding, PyTorch's padding limit and ceil_mode rule); the global pools share `GlobalPool`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import OpError
+from ..ir.graph import TensorType
+from .schema import (Attr, Bool, Float, Ints, OpDef, Padding, Window, expect_rank, register, resolve_padding,
+                     sliding_windows, window_out)
+
+KERNEL = Attr("kernel", Ints(2), doc="window size: k or [kh, kw]")
+STRIDE = Attr("stride", Ints(2), None, "step: s or [sh, sw] (default: the kernel)", optional=True)
+PADDING = Attr("padding", Padding(), (0, 0, 0, 0), "same, valid, p, [ph, pw] or [top, left, bottom, right]")
+CEIL_MODE = Attr("ceil_mode", Bool(), False, "round the output size up; a last window must start inside the input")
+
+
+class Pool(OpDef):
+    """A sliding-window pool. Subclasses give `fill` (the value the padding and the ceil_mode overhang read) and
+    `reduce` (windows [N, C, OH, OW, KH, KW] -> [N, C, OH, OW])."""
+
+    fusion = "out_fusable"
+    fill = 0.0
+
+    @staticmethod
+    def _dilation(attrs) -> tuple[int, int]:
+        return attrs.get("dilation", (1, 1))
+
+    def _extent(self, attrs) -> tuple[int, int]:
+        (kh, kw), (dh, dw) = attrs["kernel"], self._dilation(attrs)
+        return (kh - 1) * dh + 1, (kw - 1) * dw + 1
+
+    def resolve(self, attrs, in_types):
+        x = in_types[0]
+        expect_rank(self.name, x, 4)
+        a = dict(attrs)
+        if a["stride"] is None:
+            a["stride"] = a["kernel"]
+        a["padding"] = resolve_padding(a, x, a["kernel"], a["stride"], self._dilation(a))
+        eh, ew = self._extent(a)
+        top, left, bottom, right = a["padding"]
+        if max(top, bottom) > eh // 2 or max(left, right) > ew // 2:
+            raise OpError(f"{self.name}: padding {list(a['padding'])} is more than half the {eh}×{ew} window "
+                          f"(at most {eh // 2} rows and {ew // 2} columns per side)", attr="padding")
+        return a
+
+    def _out_hw(self, attrs, h: int, w: int) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["stride"], self._dilation(attrs)
+        top, left, bottom, right = attrs["padding"]
+        return (window_out(h, kh, sh, top, bottom, dh, attrs["ceil_mode"]),
+                window_out(w, kw, sw, left, right, dw, attrs["ceil_mode"]))
+
+    def infer(self, attrs, in_types):
+        x = in_types[0]
+        expect_rank(self.name, x, 4)
+        h, w = int(x.shape[2]), int(x.shape[3])
+        oh, ow = self._out_hw(attrs, h, w)
+        if oh < 1 or ow < 1:
+            top, left, bottom, right = attrs["padding"]
+            eh, ew = self._extent(attrs)
+            raise OpError(f"{self.name}: the {eh}×{ew} window does not fit the padded "
+                          f"{h + top + bottom}×{w + left + right} input {x}")
+        return TensorType((x.shape[0], x.shape[1], oh, ow), x.dtype)
+
+    def windows(self, attrs, x: np.ndarray) -> np.ndarray:
+        """Views [N, C, OH, OW, KH, KW] of x padded with `fill`, including the overhang of ceil_mode windows."""
+        oh, ow = self._out_hw(attrs, x.shape[2], x.shape[3])
+        top, left, bottom, right = attrs["padding"]
+        (sh, sw), (eh, ew) = attrs["stride"], self._extent(attrs)
+        bottom = max(bottom, (oh - 1) * sh + eh - x.shape[2] - top)
+        right = max(right, (ow - 1) * sw + ew - x.shape[3] - left)
+        xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=self.fill)
+        return sliding_windows(xp, attrs["kernel"], attrs["stride"], self._dilation(attrs), (oh, ow))
+
+    def reference(self, attrs, xs, ps, ctx):
+        x = xs[0]
+        return np.asarray(self.reduce(attrs, self.windows(attrs, x), x.shape), dtype=x.dtype)
+
+    def reduce(self, attrs, win: np.ndarray, in_shape: tuple[int, ...]) -> np.ndarray:
+        raise NotImplementedError
+
+    def window(self, attrs):
+        return Window(self._extent(attrs), attrs["stride"])
+
+
+@register
+class MaxPool2d(Pool):
+    name = "max_pool2d"
+    doc = "maximum over each window; padding never wins (it reads -inf)"
+    attrs = (KERNEL, STRIDE, PADDING, Attr("dilation", Ints(2), (1, 1)), CEIL_MODE)
+    fill = -np.inf
+
+    def reduce(self, attrs, win, in_shape):
+        return win.max(axis=(-2, -1))
+
+
+def _window_counts(size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, out: int,
+                   include_pad: bool) -> np.ndarray:
+    """How many positions each window covers along one axis: the padded input (clipped at its far end, so a ceil_mode
+    window running past the padding is not charged for the overhang) or the real input only."""
+    start = np.arange(out) * stride - pad_lo
+    end = np.minimum(start + kernel, size + pad_hi)
+    if include_pad:
+        return end - start
+    return np.minimum(end, size) - np.maximum(start, 0)
+
+
+@register
+class AvgPool2d(Pool):
+    name = "avg_pool2d"
+    doc = ("mean over each window, PyTorch semantics: count_include_pad counts the zero padding in the divisor, but "
+           "never the part of a ceil_mode window beyond the padded input")
+    attrs = (KERNEL, STRIDE, PADDING, CEIL_MODE,
+             Attr("count_include_pad", Bool(), True, "padding counts in the divisor"))
+
+    def reduce(self, attrs, win, in_shape):
+        oh, ow = win.shape[2:4]
+        (kh, kw), (sh, sw), (top, left, bottom, right) = attrs["kernel"], attrs["stride"], attrs["padding"]
+        inc = attrs["count_include_pad"]
+        rows = _window_counts(in_shape[2], kh, sh, top, bottom, oh, inc)
+        cols = _window_counts(in_shape[3], kw, sw, left, right, ow, inc)
+        return win.sum(axis=(-2, -1)) / np.outer(rows, cols)
+
+
+@register
+class LpPool2d(Pool):
+    name = "lp_pool2d"
+    doc = ("p-norm of each window, (sum |x|^p)^(1/p), as ONNX LpPool; padding and the ceil_mode overhang add "
+           "nothing (PyTorch instead rescales partial ceil_mode windows to the full kernel and uses x^p, not |x|^p)")
+    attrs = (KERNEL, Attr("p", Float(min=0.0, min_exclusive=True), 2.0, "the norm's exponent"),
+             STRIDE, PADDING, CEIL_MODE)
+
+    def reduce(self, attrs, win, in_shape):
+        p = attrs["p"]
+        return (np.abs(win) ** p).sum(axis=(-2, -1)) ** (1.0 / p)
+
+
+class GlobalPool(OpDef):
+    """Pool over all of H and W: [N, C, H, W] -> [N, C, 1, 1]."""
+
+    fusion = "reduction"
+
+    def infer(self, attrs, in_types):
+        x = in_types[0]
+        expect_rank(self.name, x, 4)
+        return TensorType((x.shape[0], x.shape[1], 1, 1), x.dtype)
+
+    def window(self, attrs):
+        return Window(global_=True)
+
+
+@register
+class GlobalAvgPool(GlobalPool):
+    name = "global_avg_pool"
+    doc = "mean over H and W: [N, C, H, W] -> [N, C, 1, 1]"
+
+    def reference(self, attrs, xs, ps, ctx):
+        return xs[0].mean(axis=(2, 3), keepdims=True)
+
+
+@register
+class GlobalMaxPool(GlobalPool):
+    name = "global_max_pool"
+    doc = "maximum over H and W: [N, C, H, W] -> [N, C, 1, 1]"
+
+    def reference(self, attrs, xs, ps, ctx):
+        return xs[0].max(axis=(2, 3), keepdims=True)

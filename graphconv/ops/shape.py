@@ -1,0 +1,124 @@
+"""Data movement: flatten, reshape, pad, identity. The batch dimension is always kept."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import OpError
+from ..ir.graph import TensorType
+from .schema import Attr, Enum, Float, IntList, OpDef, Pads, expect_rank, register
+
+
+def _per_sample(t: TensorType) -> tuple[int, ...]:
+    return tuple(int(d) for d in t.shape[1:])
+
+
+def _expect_min_rank(op: str, t: TensorType, rank: int) -> None:
+    if t.rank < rank:
+        raise OpError(f"{op} expects an input of rank {rank} or more, got {t}", arg=0)
+
+
+@register
+class Identity(OpDef):
+    name = "identity"
+    doc = "returns its input unchanged"
+    fusion = "elementwise"
+
+    def infer(self, attrs, in_types):
+        return in_types[0]
+
+    def reference(self, attrs, xs, ps, ctx):
+        return xs[0].copy()
+
+
+@register
+class Flatten(OpDef):
+    name = "flatten"
+    doc = "[N, d1, d2, ...] -> [N, d1·d2·...] (C-order, as PyTorch flatten(1) and ONNX Flatten(axis=1))"
+    fusion = "injective"
+
+    def infer(self, attrs, in_types):
+        x = in_types[0]
+        _expect_min_rank(self.name, x, 2)
+        return TensorType((x.shape[0], math.prod(_per_sample(x))), x.dtype)
+
+    def reference(self, attrs, xs, ps, ctx):
+        return xs[0].reshape(xs[0].shape[0], -1)
+
+
+@register
+class Reshape(OpDef):
+    name = "reshape"
+    doc = ("reshape each sample to `shape` (the batch dimension is kept and not written); one entry may be -1 "
+           "(inferred); C-order")
+    attrs = (Attr("shape", IntList(min_len=1, min=-1), doc="per-sample target shape, e.g. [64, 7, 7]"),)
+    fusion = "injective"
+
+    def check_attr_combination(self, attrs):
+        shape = attrs["shape"]
+        if 0 in shape:
+            raise OpError(f"reshape: target shape {list(shape)} has a 0 dimension", attr="shape")
+        if shape.count(-1) > 1:
+            raise OpError(f"reshape: target shape {list(shape)} has more than one -1", attr="shape")
+
+    def _target(self, attrs, x: TensorType) -> tuple[int, ...]:
+        shape = attrs["shape"]
+        have = math.prod(_per_sample(x))
+        known = math.prod(d for d in shape if d != -1)
+        target = "[N, " + ", ".join(str(d) for d in shape) + "]"
+        if -1 in shape:
+            if have % known:
+                raise OpError(f"reshape: cannot reshape {x} ({have} elements per sample) to {target}: {have} is "
+                              f"not divisible by {known}", attr="shape")
+            shape = tuple(have // known if d == -1 else d for d in shape)
+        elif known != have:
+            raise OpError(f"reshape: cannot reshape {x} ({have} elements per sample) to {target} ({known} "
+                          f"elements)", attr="shape")
+        return shape
+
+    def resolve(self, attrs, in_types):
+        return {**attrs, "shape": self._target(attrs, in_types[0])}
+
+    def infer(self, attrs, in_types):
+        x = in_types[0]
+        return TensorType((x.shape[0], *self._target(attrs, x)), x.dtype)
+
+    def reference(self, attrs, xs, ps, ctx):
+        return xs[0].reshape(xs[0].shape[0], *attrs["shape"])
+
+
+@register
+class Pad(OpDef):
+    name = "pad"
+    doc = ("pad the spatial dimensions of x [N, C, H, W]: constant (`value`), reflect (mirror without repeating "
+           "the edge, needs pad < size) or edge (repeat the edge), as numpy/ONNX Pad and PyTorch "
+           "constant/reflect/replicate")
+    attrs = (
+        Attr("pads", Pads(), doc="an integer, [pad_h, pad_w] or [top, left, bottom, right]"),
+        Attr("mode", Enum("constant", "reflect", "edge"), "constant"),
+        Attr("value", Float(), 0.0, "fill value of mode=constant"),
+    )
+    fusion = "injective"
+
+    def check_attr_combination(self, attrs):
+        if attrs["mode"] != "constant" and attrs["value"] != 0.0:
+            raise OpError(f"pad: 'value' only applies to mode=constant, not mode={attrs['mode']}", attr="value")
+
+    def infer(self, attrs, in_types):
+        x = in_types[0]
+        expect_rank(self.name, x, 4)
+        top, left, bottom, right = attrs["pads"]
+        h, w = int(x.shape[2]), int(x.shape[3])
+        if attrs["mode"] == "reflect" and (max(top, bottom) >= h or max(left, right) >= w):
+            raise OpError(f"pad: reflect padding {list(attrs['pads'])} must be smaller than the padded dimension; "
+                          f"input is {x}", attr="pads")
+        return TensorType((x.shape[0], x.shape[1], h + top + bottom, w + left + right), x.dtype)
+
+    def reference(self, attrs, xs, ps, ctx):
+        top, left, bottom, right = attrs["pads"]
+        width = ((0, 0), (0, 0), (top, bottom), (left, right))
+        if attrs["mode"] == "constant":
+            return np.pad(xs[0], width, mode="constant", constant_values=attrs["value"])
+        return np.pad(xs[0], width, mode=attrs["mode"])

@@ -1,0 +1,177 @@
+"""dense, flatten, reshape, pad, identity."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from .helpers import build, close, op_error, ort_run, randn, run, tt
+
+
+# -- dense ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_matches_onnxruntime_gemm(bias, dtype):
+    x = randn(3, 7, seed=3, dtype=dtype)
+    y, built, ps = run("dense", [x], units=5, bias=bias, bias_init="uniform")
+    assert y.dtype == dtype
+    inputs = [x, ps["weight"]] + ([ps["bias"]] if bias else [])
+    close(y, ort_run("Gemm", inputs, dict(transB=1)))
+
+
+def test_dense_hand_computed_with_fixed_weight():
+    x = np.array([[1.0, 2.0, 3.0]], dtype=np.float32)
+    y, built, _ = run("dense", [x], weight=[[1, 0, 0], [1, 1, 1]], bias=[0.5, -1.0])
+    np.testing.assert_array_equal(y, [[1.5, 5.0]])
+    assert built.attrs == {"units": 2, "bias": True}
+    assert built.params[0].data is not None and built.params[1].data is not None
+
+
+def test_dense_shape_params_macs():
+    built = build("dense", [tt(512)], units=10)
+    assert built.out == tt(10)
+    assert [(p.name, p.shape, p.role, p.init.name) for p in built.params] == [
+        ("weight", (10, 512), "trainable", "he_normal"), ("bias", (10,), "trainable", "zeros")]
+    assert built.op.macs(built.attrs, [tt(512)], built.out) == 5120
+    assert built.op.fusion == "out_fusable"
+    assert [p.name for p in build("dense", [tt(4)], units=2, bias=False).params] == ["weight"]
+
+
+def test_dense_rank4_hints_flatten():
+    e = op_error("dense", [tt(64, 7, 7)], units=10)
+    assert "rank-2" in e.message and "f32[N, 64, 7, 7]" in e.message
+    assert e.hint == "insert flatten before dense" and e.arg == 0
+
+
+@pytest.mark.parametrize("given, attr, text", [
+    (dict(), "units", "missing required attribute 'units'"),
+    (dict(units=0), "units", r"integer >= 1, got 0"),
+    (dict(units=3, weight=[1.0, 2.0]), "weight", "must be 2-d"),
+    (dict(units=3, weight=np.zeros((3, 5))), "weight", r"has shape \[3, 5\], but this layer needs \[3, 4\]"),
+    (dict(units=3, bias=[1.0, 2.0]), "bias", r"has shape \[2\], but this layer needs \[3\]"),
+    (dict(units=3, bias="yes"), "bias", "expected true or false or a tensor literal"),
+    (dict(units=3, init="kaiming"), "init", "unknown initializer"),
+])
+def test_dense_attribute_errors(given, attr, text):
+    e = op_error("dense", [tt(4)], **given)
+    assert e.attr == attr and re.search(text, e.message), e.message
+
+
+# -- flatten ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (2, 6), (2, 3, 4)])
+def test_flatten(shape):
+    x = randn(*shape, seed=4)
+    y, built, _ = run("flatten", [x])
+    assert built.out == tt(int(np.prod(shape[1:])))
+    np.testing.assert_array_equal(y, ort_run("Flatten", [x], dict(axis=1)))
+    y64, _, _ = run("flatten", [x.astype(np.float64)])
+    assert y64.dtype == np.float64 and built.op.fusion == "injective"
+
+
+def test_flatten_rejects_rank1_and_attributes():
+    assert "rank 2 or more" in op_error("flatten", [tt()]).message
+    assert op_error("flatten", [tt(3)], axis=1).attr == "axis"
+
+
+# -- reshape ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target, expect", [
+    ([64, 49], (64, 49)), ([-1], (3136,)), ([16, -1, 7], (16, 28, 7)), (3136, (3136,)), ([4, 4, 4, 49], (4, 4, 4, 49)),
+])
+def test_reshape_shapes(target, expect):
+    built = build("reshape", [tt(64, 7, 7)], shape=target)
+    assert built.out == tt(*expect)
+    assert built.attrs["shape"] == expect  # -1 is resolved
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reshape_matches_onnxruntime(dtype):
+    x = randn(2, 4, 3, 2, seed=5, dtype=dtype)
+    y, _, _ = run("reshape", [x], shape=[3, -1])
+    np.testing.assert_array_equal(y, ort_run("Reshape", [x, np.array([2, 3, -1], np.int64)]))
+    assert y.dtype == dtype
+
+
+@pytest.mark.parametrize("target, text", [
+    ([100, 3], r"cannot reshape f32\[N, 64, 7, 7\] \(3136 elements per sample\) to \[N, 100, 3\] \(300 elements\)"),
+    ([5, -1], r"cannot reshape f32\[N, 64, 7, 7\] \(3136 elements per sample\) to \[N, 5, -1\]: 3136 is not "
+              r"divisible by 5"),
+    ([-1, -1], "more than one -1"),
+    ([0, 3136], "has a 0 dimension"),
+    ([-2, 3136], "integers >= -1"),
+    ([], "expected a list of integers"),
+])
+def test_reshape_errors(target, text):
+    e = op_error("reshape", [tt(64, 7, 7)], shape=target)
+    assert e.attr == "shape" and re.search(text, e.message), e.message
+
+
+def test_reshape_requires_shape():
+    assert op_error("reshape", [tt(4)]).attr == "shape"
+
+
+# -- pad --------------------------------------------------------------------------------------------------------
+
+PAD_CASES = [1, [2, 1], [0, 1, 2, 3], [3, 0, 0, 2]]
+
+
+@pytest.mark.parametrize("pads", PAD_CASES)
+@pytest.mark.parametrize("mode, value", [("constant", 0.0), ("constant", -2.5), ("reflect", 0.0), ("edge", 0.0)])
+def test_pad_matches_onnxruntime(pads, mode, value):
+    x = randn(2, 3, 4, 5, seed=6)
+    y, built, _ = run("pad", [x], pads=pads, mode=mode, value=value)
+    top, left, bottom, right = built.attrs["pads"]
+    onnx_pads = np.array([0, 0, top, left, 0, 0, bottom, right], np.int64)
+    ref = ort_run("Pad", [x, onnx_pads, np.array(value, np.float32)], dict(mode=mode))
+    np.testing.assert_array_equal(y, ref)
+
+
+def test_pad_hand_computed_and_float64():
+    x = np.array([[[[1.0, 2.0, 3.0]]]])
+    y, built, _ = run("pad", [x], pads=[0, 2, 0, 1], mode="reflect")
+    np.testing.assert_array_equal(y[0, 0], [[3, 2, 1, 2, 3, 2]])
+    assert y.dtype == np.float64 and built.out == tt(1, 1, 6, dtype="float64")
+    y, _, _ = run("pad", [x], pads=[1, 1, 0, 0], mode="edge")
+    np.testing.assert_array_equal(y[0, 0], [[1, 1, 2, 3], [1, 1, 2, 3]])
+    y, _, _ = run("pad", [x], pads=[0, 1], value=9)
+    np.testing.assert_array_equal(y[0, 0], [[9, 1, 2, 3, 9]])
+
+
+@pytest.mark.parametrize("given, in_type, attr, text", [
+    (dict(pads=2, mode="reflect"), tt(3, 2, 5), "pads",
+     r"reflect padding \[2, 2, 2, 2\] must be smaller .* f32\[N, 3, 2, 5\]"),
+    (dict(pads=[0, 5, 0, 0], mode="reflect"), tt(3, 8, 5), "pads", "must be smaller"),
+    (dict(pads=-1), tt(3, 8, 8), "pads", "all >= 0"),
+    (dict(pads=[1, 2, 3]), tt(3, 8, 8), "pads", "expected an integer, \\[pad_h, pad_w\\]"),
+    (dict(pads="same"), tt(3, 8, 8), "pads", "'same' is not supported"),
+    (dict(pads=1, mode="wrap"), tt(3, 8, 8), "mode", "one of constant, reflect, edge"),
+    (dict(pads=1, mode="edge", value=1.0), tt(3, 8, 8), "value", "only applies to mode=constant"),
+    (dict(), tt(3, 8, 8), "pads", "missing required attribute 'pads'"),
+])
+def test_pad_errors(given, in_type, attr, text):
+    e = op_error("pad", [in_type], **given)
+    assert e.attr == attr and re.search(text, e.message), e.message
+
+
+def test_pad_rank():
+    e = op_error("pad", [tt(8)], pads=1)
+    assert "rank-4" in e.message and e.arg == 0
+
+
+def test_pad_reflect_up_to_size_minus_one():
+    assert build("pad", [tt(3, 2, 5)], pads=[1, 4], mode="reflect").out == tt(3, 4, 13)
+
+
+# -- identity ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_identity(dtype):
+    x = randn(2, 3, 4, seed=7, dtype=dtype)
+    y, built, _ = run("identity", [x])
+    np.testing.assert_array_equal(y, x)
+    assert y is not x and built.out == tt(3, 4, dtype=np.dtype(dtype).name)
+    assert built.op.fusion == "elementwise"
