@@ -1,0 +1,320 @@
+"""The command line.
+
+    graphconv check SPEC... [--set k=v]
+    graphconv summary SPEC [--set k=v ...] [--json]
+    graphconv run SPEC [--weights W.npz] [--input NAME=FILE.npy ...] [--output FILE] [--batch N] [--seed S]
+                       [--backend reference] [--dtype float32|float64] [--set k=v ...]
+    graphconv --version
+
+Exit status: 0 success; 1 a problem with the user's input (a spec, weights, arrays, files: the message, no
+traceback); 2 wrong usage of the command; 3 an internal error (a bug: please report it). `--debug` shows
+tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from typing import Any, Sequence
+
+EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+# -- argument parsing -----------------------------------------------------------------------------------------------
+
+def _set_arg(text: str) -> tuple[str, Any]:
+    """`--set k=v`: a network parameter and its value, parsed as the spec language writes literals."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. --set num_classes=10), got {text!r}")
+    from .spec import parse_value
+
+    try:
+        return key, parse_value(raw.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--set {key}: {e}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks of errors")
+    sets = argparse.ArgumentParser(add_help=False)
+    sets.add_argument("--set", dest="sets", metavar="NAME=VALUE", type=_set_arg, action="append", default=[],
+                      help="set a network parameter (repeatable), e.g. --set num_classes=10")
+
+    parser = argparse.ArgumentParser(prog="graphconv", parents=[common],
+                                     description="A declarative graph compiler and runtime for CNNs.")
+    parser.add_argument("--version", action="version", version=f"graphconv {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("check", parents=[common, sets], help="check specs completely, reporting every error",
+                       description="Check specs; print 'ok' per valid spec, every located error otherwise.")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+
+    p = sub.add_parser("summary", parents=[common, sets], help="the layer table of a network",
+                       description="Per layer: name, op, output shape, parameters, MACs, receptive field.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+
+    p = sub.add_parser("run", parents=[common, sets], help="run a forward pass",
+                       description="Run a forward pass (on a random seeded standard normal input when none is "
+                                   "given) and print each output's shape and statistics.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--weights", metavar="W.npz", help="weights file (default: initializers seeded with --seed)")
+    p.add_argument("--input", dest="inputs", metavar="NAME=FILE.npy", action="append", default=[],
+                   help="an input array (repeatable); NAME= may be left out when the network has one input")
+    p.add_argument("--output", metavar="FILE", help="save the output (.npy), or all outputs (.npz)")
+    p.add_argument("--batch", type=_positive_int, default=None, metavar="N",
+                   help="batch size of random inputs (default 1)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the weights and random inputs")
+    p.add_argument("--backend", default="reference", help="backend (default: reference)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    return parser
+
+
+# -- commands -------------------------------------------------------------------------------------------------------
+
+def _params(args) -> dict[str, Any]:
+    return dict(args.sets)
+
+
+def cmd_check(args) -> int:
+    from .errors import GraphconvError
+    from .spec import load_graph
+
+    failed = False
+    for path in args.specs:
+        try:
+            graph = load_graph(path, _params(args) or None)
+        except GraphconvError as e:
+            failed = True
+            _err(str(e) if _is_spec_error(e) else f"error: {e}")
+            continue
+        print(f"ok: {path} (network {graph.name}, {len(graph.nodes)} nodes, {graph.num_params():,} params)")
+    return EXIT_USER if failed else EXIT_OK
+
+
+def cmd_summary(args) -> int:
+    from .spec import load_graph
+    from .summary import format_summary, summarize
+
+    graph = load_graph(args.spec, _params(args) or None)
+    d = summarize(graph)
+    if args.json:
+        print(json.dumps(d, indent=2))
+    else:
+        print(format_summary(d))
+    return EXIT_OK
+
+
+def _load_npy(path: str, what: str):
+    import numpy as np
+
+    from .errors import InputError
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as e:  # object arrays, bad headers
+        raise InputError(f"{what}: '{path}' is not a plain .npy array: {e}") from None
+    except OSError as e:
+        raise InputError(f"{what}: cannot read '{path}': {e.strerror or e}") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        arr.close()
+        raise InputError(f"{what}: '{path}' is an .npz archive; give one array saved with np.save (.npy)")
+    return arr
+
+
+def _gather_inputs(args, graph) -> dict[str, Any]:
+    from .errors import InputError
+
+    names = [v.name for v in graph.inputs]
+    given: dict[str, Any] = {}
+    for text in args.inputs:
+        name, sep, file = text.partition("=")
+        if sep and name in names:
+            pass
+        elif len(names) == 1 and not (sep and name.isidentifier()):
+            name, file = names[0], text  # the one input, and a file name that may hold '='
+        else:
+            raise InputError(f"--input {text!r}: " + (f"{graph.name} has no input '{name}'" if sep else
+                                                      "give NAME=FILE.npy")
+                             + f"; its inputs: {', '.join(names)}")
+        if name in given:
+            raise InputError(f"--input: '{name}' is given twice")
+        given[name] = _load_npy(file, f"input '{name}'")
+    return given
+
+
+def _random_inputs(graph, given: dict[str, Any], batch: int | None, seed: int, dtype: str,
+                   notes: list[str]) -> dict[str, Any]:
+    import numpy as np
+
+    if batch is None:
+        batch = next((int(a.shape[0]) for a in given.values() if getattr(a, "ndim", 0) >= 1), 1)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for v in graph.inputs:
+        if v.name in given:
+            continue
+        shape = v.type.concrete(batch)
+        out[v.name] = rng.standard_normal(shape).astype(dtype)
+        notes.append(f"input {v.name}: random standard normal {list(shape)} (seed {seed})")
+    return out
+
+
+def _stats_lines(name: str, y) -> list[str]:
+    import numpy as np
+
+    lines = [f"output {name}: shape {list(y.shape)} {y.dtype}"]
+    if y.size:
+        finite = np.isfinite(y)
+        lines.append(f"  mean {float(np.mean(y)):.6g}  std {float(np.std(y)):.6g}  min {float(np.min(y)):.6g}  "
+                     f"max {float(np.max(y)):.6g}" + ("" if finite.all() else
+                                                      f"  ({int(y.size - finite.sum())} non-finite)"))
+    if y.ndim == 2 and y.shape[1] > 1 and y.size:
+        k = min(5, y.shape[1])
+        for i in range(min(y.shape[0], 4)):
+            top = np.argsort(-y[i], kind="stable")[:k]
+            lines.append(f"  top-{k} sample {i}: " + ", ".join(f"{int(c)} ({float(y[i, c]):.4g})" for c in top))
+        if y.shape[0] > 4:
+            lines.append(f"  ... {y.shape[0] - 4} more samples")
+    return lines
+
+
+def _save_outputs(path: str, outputs: dict[str, Any]) -> None:
+    import numpy as np
+
+    from .errors import GraphconvError
+    from .weights import save_weights
+
+    if path.endswith(".npz"):
+        save_weights(path, outputs)
+        return
+    if len(outputs) > 1:
+        raise GraphconvError(f"the network has {len(outputs)} outputs ({', '.join(outputs)}); give an --output "
+                             f"file ending in .npz to save them all")
+    (y,) = outputs.values()
+    with open(path, "wb") as fh:
+        np.save(fh, y, allow_pickle=False)
+
+
+def cmd_run(args) -> int:
+    from .network import Network, compile
+    from .spec import load_graph
+    from .weights import init_weights, load_weights
+
+    graph = load_graph(args.spec, _params(args) or None)
+    given = _gather_inputs(args, graph)
+    weights = load_weights(args.weights, graph) if args.weights else init_weights(graph, args.seed)
+    net = Network(graph, weights)
+    model = compile(net, args.backend, dtype=args.dtype)
+    notes: list[str] = []
+    inputs = {**given, **_random_inputs(graph, given, args.batch, args.seed, args.dtype, notes)}
+    outputs = model.run(inputs)
+    print(f"network {graph.name}: {graph.num_params():,} params, backend {args.backend}, {args.dtype}"
+          + (f", weights {args.weights}" if args.weights else f", initial weights (seed {args.seed})"))
+    notes = [f"input {k}: {list(a.shape)} {a.dtype} from file" for k, a in given.items()] + notes
+    for line in notes:
+        print(line)
+    for name, y in outputs.items():
+        print("\n".join(_stats_lines(name, y)))
+    if args.output:
+        _save_outputs(args.output, outputs)
+        print(f"saved {', '.join(outputs)} to {args.output}")
+    return EXIT_OK
+
+
+COMMANDS = {"check": cmd_check, "summary": cmd_summary, "run": cmd_run}
+
+
+# -- entry point ----------------------------------------------------------------------------------------------------
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _is_spec_error(e: BaseException) -> bool:
+    from .errors import SpecError
+
+    return isinstance(e, SpecError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help/--version (0) or a usage error (2)
+        return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
+    debug = getattr(args, "debug", False)
+
+    from .errors import GraphconvError
+
+    try:
+        return COMMANDS[args.command](args)
+    except GraphconvError as e:
+        if debug:
+            traceback.print_exc()
+        _err(str(e) if _is_spec_error(e) else f"error: {e}")
+        return EXIT_USER
+    except BrokenPipeError:  # e.g. piped into head: stop quietly
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_USER
+    except OSError as e:
+        if debug:
+            traceback.print_exc()
+        where = f" '{e.filename}'" if getattr(e, "filename", None) else ""
+        _err(f"error: cannot access{where}: {e.strerror or e}")
+        return EXIT_USER
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug: say so, briefly
+        if debug:
+            traceback.print_exc()
+        _err(f"internal error: {type(e).__name__}: {e}")
+        _err(f"note: this is a bug in graphconv {_version()}; please report it with the command you ran"
+             + ("" if debug else " and the traceback that --debug shows"))
+        return EXIT_INTERNAL
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

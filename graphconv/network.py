@@ -1,0 +1,173 @@
+"""The Python API: load a spec into a `Network`, compile it for a backend, call the result.
+
+    net = graphconv.load("specs/resnet18.gc", num_classes=10, seed=0)     # or weights="resnet18.npz"
+    model = graphconv.compile(net, backend="reference", dtype="float32")
+    logits = model(x)                       # one input, one output
+    outs = model(image=x, mask=m)           # several inputs by name (or a dict); several outputs -> a dict
+
+`compile` takes a snapshot of the network's weights: load new weights, then compile again.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .errors import GraphconvError, InputError, did_you_mean
+from .ir.graph import DTYPES, Graph
+
+__all__ = ["Network", "Model", "load", "compile", "BACKENDS"]
+
+
+class Network:
+    """A graph and its weights (every parameter and buffer, by name)."""
+
+    def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray] | None = None, *, seed: int = 0):
+        from .weights import init_weights
+
+        self.graph = graph
+        self.weights: dict[str, np.ndarray] = dict(weights) if weights is not None else init_weights(graph, seed)
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def input_names(self) -> list[str]:
+        return [v.name for v in self.graph.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.graph.outputs)
+
+    def num_params(self, *, trainable_only: bool = False) -> int:
+        """Parameters as torchvision counts them (buffers excluded)."""
+        return self.graph.num_params(trainable_only=trainable_only)
+
+    def summary(self) -> str:
+        """The layer table (see graphconv.summary)."""
+        from .summary import format_summary, summarize
+
+        return format_summary(summarize(self.graph))
+
+    def save_weights(self, path: str | os.PathLike) -> None:
+        from .weights import save_weights
+
+        save_weights(path, self.weights)
+
+    def load_weights(self, path: str | os.PathLike) -> None:
+        """Replace the weights with the ones in an .npz file, checked against the graph."""
+        from .weights import load_weights
+
+        self.weights = load_weights(path, self.graph)
+
+    def __repr__(self) -> str:
+        return f"Network({self.name!r}, {len(self.graph.nodes)} nodes, {self.num_params():,} params)"
+
+
+def load(path: str | os.PathLike, *, weights: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
+         seed: int = 0, **params: Any) -> Network:
+    """Load the spec at `path` with network parameters `params` (e.g. num_classes=10). Weights come from an .npz
+    file (or a dict, checked the same way) when `weights` is given, else from the initializers seeded with `seed`.
+    Raises SpecError (every problem in the spec) or WeightsError."""
+    return load_network(path, params, weights=weights, seed=seed)
+
+
+def load_network(path: str | os.PathLike, params: Mapping[str, Any] | None = None, *,
+                 weights: str | os.PathLike | Mapping[str, np.ndarray] | None = None, seed: int = 0) -> Network:
+    """`load` with the network parameters as a dict (for parameters named like load's own keywords)."""
+    from . import spec
+    from .weights import load_weights
+
+    graph = spec.load_graph(os.fspath(path), dict(params) if params else None)
+    if weights is None:
+        return Network(graph, seed=seed)
+    if isinstance(weights, Mapping):
+        from .reference.executor import prepare_weights
+
+        prepare_weights(graph, weights)  # raises WeightsError listing every problem
+        return Network(graph, weights)
+    return Network(graph, load_weights(weights, graph))
+
+
+class Model:
+    """A compiled network. Call it with the input array (one input), input arrays by keyword, or a dict; it
+    returns the output array (one output) or a dict of outputs by name."""
+
+    backend = ""
+
+    def __init__(self, net: Network, dtype: str):
+        if dtype not in DTYPES:
+            raise GraphconvError(f"unknown dtype {dtype!r}; choose {' or '.join(DTYPES)}")
+        self.graph = net.graph
+        self.dtype = dtype
+        self.input_names = net.input_names
+        self.output_names = net.output_names
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Inputs by name -> outputs by name (always a dict)."""
+        raise NotImplementedError
+
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray | dict[str, np.ndarray]:
+        outputs = self.run(self._gather(args, kwargs))
+        if len(outputs) == 1:
+            return next(iter(outputs.values()))
+        return outputs
+
+    def _gather(self, args: tuple, kwargs: dict) -> dict[str, Any]:
+        names = self.input_names
+        usage = ("call it as model(x)" if len(names) == 1
+                 else f"call it as model({', '.join(f'{n}=...' for n in names)}) or with a dict")
+        if len(args) > 1:
+            raise InputError(f"{self.graph.name} got {len(args)} positional arguments; {usage}")
+        if args:
+            if kwargs:
+                raise InputError(f"{self.graph.name}: give the inputs either positionally or by name, not both; "
+                                 f"{usage}")
+            (arg,) = args
+            if isinstance(arg, Mapping):
+                return dict(arg)
+            if len(names) != 1:
+                raise InputError(f"{self.graph.name} has {len(names)} inputs ({', '.join(names)}); {usage}")
+            return {names[0]: arg}
+        return dict(kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.graph.name!r} backend={self.backend} dtype={self.dtype}>"
+
+
+class ReferenceModel(Model):
+    """The numpy reference executor."""
+
+    backend = "reference"
+
+    def __init__(self, net: Network, dtype: str = "float32"):
+        from .reference.executor import prepare_weights
+
+        super().__init__(net, dtype)
+        self.weights = prepare_weights(net.graph, net.weights, dtype)  # cast once; a snapshot
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        from .reference.executor import run_graph
+
+        return run_graph(self.graph, inputs, self.weights, dtype=self.dtype)
+
+
+# backend name -> factory (net, dtype) -> Model. Later backends register here.
+BACKENDS: dict[str, Callable[..., Model]] = {
+    "reference": ReferenceModel,
+}
+
+
+def compile(net: Network, backend: str = "reference", *, dtype: str = "float32") -> Model:  # noqa: A001
+    """Compile `net` for `backend`. Raises GraphconvError for an unknown backend or dtype."""
+    if not isinstance(net, Network):
+        raise GraphconvError(f"compile() takes a Network (from graphconv.load), got {type(net).__name__}")
+    factory = BACKENDS.get(backend)
+    if factory is None:
+        hint = did_you_mean(str(backend), BACKENDS)
+        raise GraphconvError(f"unknown backend {backend!r}" + (f" ({hint})" if hint else "")
+                             + f"; available backends: {', '.join(sorted(BACKENDS))}")
+    return factory(net, dtype=dtype)
