@@ -50,7 +50,7 @@ class Conv2d(OpDef):
     fusion = "out_fusable"
 
     def check_attr_combination(self, attrs):
-        if attrs["out_channels"] is None and not attrs["depthwise"]:
+        if attrs["out_channels"] is None and not attrs["depthwise"] and attrs["weight"] is None:
             raise OpError("conv2d: missing required attribute 'out_channels'", attr="out_channels")
         if attrs["kernel"] is None:
             w = attrs["weight"]

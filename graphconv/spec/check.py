@@ -48,16 +48,13 @@ class Checker:
                            hint="put parameters with defaults last")
             defined[p.name] = p.loc
         state = {"inputs": 0, "outputs": [], "returns": 0}
-        defined = self.check_body(block.body, defined, state)
+        self.check_body(block.body, defined, state)
         if block.is_network:
             if state["inputs"] == 0:
                 self.error(block.loc, f"network '{block.name}' declares no input",
                            hint="add e.g. 'input x: f32[N, 3, 224, 224]'")
             if not state["outputs"]:
                 self.error(block.loc, f"network '{block.name}' declares no output", hint="add 'output NAME'")
-            for name, loc in state["outputs"]:
-                if name not in defined:
-                    self.undefined(name, loc, defined)
         elif state["returns"] == 0:
             self.error(block.loc, f"block '{block.name}' has no return statement",
                        hint="end the block with 'return VALUE'")
@@ -86,6 +83,9 @@ class Checker:
                 if not net:
                     self.error(st.loc, "outputs are declared in a network; a block uses 'return'")
                 state["outputs"].extend(st.names)
+                for name, loc in st.names:
+                    if name not in defined:
+                        self.undefined(name, loc, defined)
             elif isinstance(st, ast.Return):
                 if net:
                     self.error(st.loc, "'return' is for blocks; a network declares 'output NAME'")

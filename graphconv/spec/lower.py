@@ -539,11 +539,13 @@ class Lowerer:
                 self.error(c.alias_loc, f"layer name '{name}' is already used", ctx, hint=hint)
                 return None
         else:
+            # relu0, bottleneck1; an underscore where the name ends in a digit (relu6_0, not relu60)
+            stem = f"{default}_" if default[-1].isdigit() else default
             k = ctx.counters.get(default, 0)
-            name = f"{default}{k}"
+            name = f"{stem}{k}"
             while name in ctx.taken:
                 k += 1
-                name = f"{default}{k}"
+                name = f"{stem}{k}"
             ctx.counters[default] = k + 1
         full = ctx.full(name)
         if full in self.graph.values:
