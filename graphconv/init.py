@@ -26,6 +26,9 @@ def fans(shape: Sequence[int]) -> tuple[int, int]:
     return int(shape[1]) * receptive, int(shape[0]) * receptive
 
 
+MODES = ("fan_in", "fan_out")  # the values of he_*'s `mode` argument; bare words in a spec
+
+
 @dataclass(frozen=True)
 class _Initializer:
     fn: Callable[..., np.ndarray]
@@ -122,7 +125,7 @@ def make_init(init: Init) -> Callable[[Sequence[int], np.random.Generator], np.n
                           hint=("its arguments: " + ", ".join(spec.args)) if spec.args else "it takes no arguments")
         default = spec.args[k]
         if isinstance(default, str):
-            if v not in ("fan_in", "fan_out"):
+            if v not in MODES:
                 raise OpError(f"initializer '{init.name}': '{k}' must be fan_in or fan_out, got {v!r}")
         elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise OpError(f"initializer '{init.name}': '{k}' must be a number, got {v!r}")
@@ -138,6 +141,13 @@ def make_init(init: Init) -> Callable[[Sequence[int], np.random.Generator], np.n
         return np.asarray(spec.fn(tuple(int(s) for s in shape), rng, **kwargs), dtype=np.float64)
 
     return run
+
+
+def check_shape(init: Init, shape: Sequence[int]) -> None:
+    """Raise OpError when `init` cannot make an array of `shape` (checked when the spec is lowered, so the
+    problem is reported at the layer, not when weights are made)."""
+    if init.name == "gabor" and len(shape) != 4:
+        raise OpError(f"gabor initializes 4-d convolution weights, not shape {list(shape)}")
 
 
 def initialize(init: Init, shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:

@@ -20,6 +20,7 @@ from ..ir.graph import Graph
 from . import ast
 from .check import check
 from .lower import Lowerer
+from .names import op_for
 from .parser import parse
 
 MAX_FILE_BYTES = 1 << 20
@@ -68,11 +69,13 @@ def _read(real: str, shown: str, at: SourceLoc | None, diags: list[Diagnostic]) 
 
 
 def _load_file(text: str, shown: str, real: str, root: str, out: _Loaded, chain: list[str]) -> None:
+    """Parse a file and, first, the files it includes: `out.files` ends in dependency order, the top-level file
+    last, so constants are evaluated after the ones they may use."""
     out.sources[shown] = text
     f = parse(text, shown, out.diags)
-    out.files.append(f)
     for inc in f.includes:
         _follow(inc, f, shown, real, root, out, chain)
+    out.files.append(f)
 
 
 def _follow(inc: ast.Include, f: ast.SpecFile, shown: str, real: str, root: str, out: _Loaded,
@@ -111,11 +114,11 @@ def _front(text: str, shown: str, real: str, root: str, params: dict[str, Any] |
            out: _Loaded, network: str | None = None) -> Graph | None:
     out.seen[real] = shown
     _load_file(text, shown, real, root, out, [real])
-    main = out.files[0]
+    main = out.files[-1]
     # file-level definitions, across all files
     blocks: dict[str, ast.Block] = {}
     lets: list[ast.Let] = []
-    global_names: dict[str, SourceLoc] = {}
+    global_names: dict[str, SourceLoc] = {}  # to report duplicates
     for f in out.files:
         for let in f.lets:
             if let.name in global_names:
@@ -133,8 +136,7 @@ def _front(text: str, shown: str, real: str, root: str, params: dict[str, Any] |
                 out.diags.append(Diagnostic(b.loc, f"'{b.name}' is already defined",
                                             notes=[(first.loc, "first defined here")]))
                 continue
-            from ..ops import REGISTRY
-            if b.name in REGISTRY:
+            if op_for(b.name) is not None:
                 out.diags.append(Diagnostic(b.loc, f"'{b.name}' is the name of a built-in op",
                                             hint="choose another name"))
                 continue
@@ -152,7 +154,7 @@ def _front(text: str, shown: str, real: str, root: str, params: dict[str, Any] |
                                     notes=[(networks[0].loc, "the first is here")],
                                     hint="put shared layers in blocks"))
     parse_failed = bool(out.diags)
-    check(blocks, global_names, out.diags)
+    check(blocks, lets, out.diags)
     if parse_failed or len(networks) != 1:
         return None  # evaluating a half-parsed file would only report echoes of the syntax errors
     graph = Lowerer(blocks, lets, out.diags).lower(networks[0], dict(params or {}))

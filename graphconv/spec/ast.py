@@ -141,6 +141,7 @@ class Block:
     body: list[Stmt]
     loc: SourceLoc
     is_network: bool = False
+    broken: bool = False  # had a syntax error: the static checks skip it rather than report echoes
 
 
 @dataclass

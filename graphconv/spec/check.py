@@ -76,8 +76,11 @@ class Checker:
                                hint="a block receives tensors as parameters")
                 state["inputs"] += 1
                 for i, d in enumerate(st.dims):
-                    if not (i == 0 and isinstance(d, ast.Name) and d.id == "N"):
-                        self.check_expr(d, defined)
+                    if isinstance(d, ast.Name) and d.id == "N" and "N" not in defined and "N" not in self.globals:
+                        if i > 0:
+                            self.error(d.loc, "only the first (batch) dimension can be the symbol N")
+                        continue
+                    self.check_expr(d, defined)
                 self.define(st.name, st.loc, defined)
             elif isinstance(st, ast.OutputDecl):
                 if not net:
@@ -108,8 +111,9 @@ class Checker:
         return defined
 
     def define(self, name: str, loc: SourceLoc, defined: dict[str, SourceLoc]) -> None:
-        if name in defined:
-            self.error(loc, f"'{name}' is already defined", notes=[(defined[name], "first defined here")],
+        first = defined.get(name) or self.maybe.get(name)
+        if first is not None:
+            self.error(loc, f"'{name}' is already defined", notes=[(first, "first defined here")],
                        hint="names are bound once; choose a new name")
         elif name in REGISTRY or name in self.blocks:
             self.error(loc, f"'{name}' is the name of {'an op' if name in REGISTRY else 'a block'}",
@@ -196,9 +200,10 @@ class Checker:
         if block.is_network:
             self.error(call.loc, f"'{block.name}' is a network; only blocks can be called")
             return
-        caller = self.current.name
-        if not self.calls.has_edge(caller, block.name):
-            self.calls.add_edge(caller, block.name, loc=call.loc)
+        if self.current is not None:
+            caller = self.current.name
+            if not self.calls.has_edge(caller, block.name):
+                self.calls.add_edge(caller, block.name, loc=call.loc)
         params = [p.name for p in block.params]
         positional = [a for a in call.args if a.name is None]
         npos = len(positional) + (1 if piped else 0)
@@ -247,8 +252,14 @@ class Checker:
                 break
 
 
-def check(blocks: dict[str, ast.Block], global_names: dict[str, SourceLoc], diags: list[Diagnostic]) -> None:
-    c = Checker(blocks, global_names, diags)
+def check(blocks: dict[str, ast.Block], lets: list[ast.Let], diags: list[Diagnostic]) -> None:
+    """Static checks of file-level constants (each may use the ones before it) and of every block and network."""
+    c = Checker(blocks, {}, diags)
+    for let in lets:
+        c.current = None
+        c.check_expr(let.value, dict(c.globals))
+        c.globals.setdefault(let.name, let.loc)
     for block in blocks.values():
-        c.check_definition(block)
+        if not block.broken:
+            c.check_definition(block)
     c.check_recursion()

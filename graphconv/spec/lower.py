@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import Diagnostic, OpError, SourceLoc
-from ..init import INITIALIZERS
+from ..init import INITIALIZERS, check_shape
 from ..ir.graph import Graph, Init, TensorType, Value
 from ..ops import REGISTRY
 from . import ast
@@ -185,6 +185,9 @@ class Lowerer:
                 self.exec_body(net.body, scope, root)
             except _Returned:
                 pass  # the checker reports 'return' in a network
+            if not self.graph.outputs and not self.diags:
+                self.error(net.loc, f"network '{net.name}' has no output with these parameters",
+                           hint="every 'output' statement is in a branch that was not taken")
         except _Abort:
             return None
         return self.graph
@@ -267,8 +270,6 @@ class Lowerer:
                 if not found:
                     shape.append("N")
                     continue
-            if isinstance(d, ast.Name) and d.id == "N":
-                return self.error(d.loc, "only the first (batch) dimension can be the symbol N", ctx)
             v = self.eval(d, scope, ctx)
             if v is POISON:
                 return POISON
@@ -503,6 +504,12 @@ class Lowerer:
             return self.error(c.loc, f"'{name_of(c)}' would produce {out_type}, beyond the size limits "
                                      f"(rank {MAX_RANK}, dimension {MAX_DIM}, {MAX_TENSOR_ELEMENTS} elements)", ctx)
         for s in specs:
+            if s.data is None:
+                try:
+                    check_shape(s.init, s.shape)
+                except OpError as err:
+                    attr = "init" if s.name == "weight" else f"{s.name}_init"
+                    return self.error(locs.get(attr, c.loc), f"'{name_of(c)}' {s.name}: {err.message}", ctx)
             n = math.prod(s.shape)
             if n > MAX_PARAM_ELEMENTS or self.param_elements + n > MAX_TOTAL_PARAM_ELEMENTS:
                 return self.error(c.loc, f"'{name_of(c)}' would need a {s.name} of shape {list(s.shape)}, beyond "
@@ -543,7 +550,7 @@ class Lowerer:
             stem = f"{default}_" if default[-1].isdigit() else default
             k = ctx.counters.get(default, 0)
             name = f"{stem}{k}"
-            while name in ctx.taken:
+            while name in ctx.taken or ctx.full(name) in self.graph.values:
                 k += 1
                 name = f"{stem}{k}"
             ctx.counters[default] = k + 1

@@ -13,7 +13,7 @@ import math
 from functools import cache
 from typing import Any, Callable
 
-from ..init import INITIALIZERS
+from ..init import INITIALIZERS, MODES as INIT_MODES
 from ..ops import ALIASES, REGISTRY
 from ..ops.schema import Enum, OneOf, Padding
 
@@ -29,7 +29,7 @@ def op_for(name: str) -> tuple[str, dict[str, Any]] | None:
 
 @cache
 def bare_words() -> frozenset[str]:
-    words = {"same", "valid", *INITIALIZERS}
+    words = {"same", "valid", *INITIALIZERS, *INIT_MODES}
 
     def collect(kind):
         if isinstance(kind, Enum):

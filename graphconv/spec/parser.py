@@ -194,8 +194,9 @@ class Parser:
         elif not is_network:
             raise self.error(f"expected '(' and the parameters of block '{name.text}'",
                              hint=f"write 'block {name.text}(x)' for a block taking one tensor")
+        errors_before = len(self.diags)
         body = self.parse_body()
-        return ast.Block(name.text, params, body, name.loc, is_network)
+        return ast.Block(name.text, params, body, name.loc, is_network, broken=len(self.diags) > errors_before)
 
     def parse_body(self) -> list[ast.Stmt]:
         open_tok = self.expect("{", "to open the body")
@@ -243,10 +244,12 @@ class Parser:
             self.expect(":", "and a type, as in 'input x: f32[N, 3, 224, 224]'")
             dt = self.expect_ident("a dtype (f32 or f64)")
             self.expect("[", "to start the shape")
+            self.paren += 1
             dims = [self.parse_expr()]
             while self.at(","):
                 self.advance()
                 dims.append(self.parse_expr())
+            self.paren -= 1
             self.expect("]", "to close the shape")
             self.end_statement()
             return ast.InputDecl(t.loc, name.text, dt.text, dt.loc, dims)
