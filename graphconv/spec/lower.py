@@ -18,12 +18,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 from ..errors import Diagnostic, OpError, SourceLoc
 from ..init import INITIALIZERS, check_shape
 from ..ir.graph import Graph, Init, TensorType, Value
 from ..ops import REGISTRY
+from ..ops.build import emit, plan
 from . import ast
 from .names import NUMERIC_BUILTINS, TENSOR_BUILTINS, bare_words, op_for
 
@@ -492,12 +492,10 @@ class Lowerer:
             return self.error(loc, err.message, ctx, hint=err.hint)
 
         try:
-            checked = op.check_attrs(attrs)
-            resolved_attrs = op.resolve(checked, in_types)
-            specs = op.params(resolved_attrs, in_types)
-            out_type = op.infer(resolved_attrs, in_types)
+            planned = plan(opname, attrs, in_types)
         except OpError as err:
             return fail(err)
+        specs, out_type = planned.params, planned.out_type
         # limits on what this node would allocate, before it exists
         if out_type.rank > MAX_RANK or any(isinstance(d, int) and d > MAX_DIM for d in out_type.shape) \
                 or out_type.numel() > MAX_TENSOR_ELEMENTS:
@@ -521,20 +519,8 @@ class Lowerer:
         node_name = self.claim_name(c, c.func, ctx)
         if node_name is None:
             return POISON
-        params: dict[str, Value] = {}
-        frozen = bool(resolved_attrs.get("frozen", False))
-        for s in specs:
-            role = s.role
-            if s.data is not None:
-                role = "fixed"
-            elif frozen and role == "trainable":
-                role = "frozen"
-            dtype = in_types[0].dtype if in_types else "float32"
-            params[s.name] = self.graph.add_param(f"{node_name}.{s.name}", TensorType(s.shape, dtype), role,
-                                                  s.init, None if s.data is None else np.asarray(s.data))
-            self.param_elements += math.prod(s.shape)
-        node = self.graph.add_node(node_name, opname, [t.value for _, t in tensors], op.ir_attrs(resolved_attrs),
-                                   out_type, params, c.loc)
+        self.param_elements += sum(math.prod(s.shape) for s in specs)
+        node = emit(self.graph, node_name, planned, [t.value for _, t in tensors], c.loc)
         return Tensor(node.output)
 
     def claim_name(self, c: ast.Call, default: str, ctx: Ctx) -> str | None:
