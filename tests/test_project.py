@@ -3,6 +3,7 @@ the generated op reference being current, and the README's example spec loading.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -51,3 +52,12 @@ def test_readme_example_spec_loads():
     graph = graphconv.spec.load_graph_text(example, "readme.gc")
     assert graph.num_params() == 61_706
     assert [str(v.type) for v in graph.outputs.values()] == ["f32[N, 10]"]
+
+
+def test_readme_error_example_is_real_output():
+    text = (ROOT / "README.md").read_text()
+    shown = re.search(r"```text\n(.*?)```", text, re.S).group(1)
+    r = subprocess.run([sys.executable, "-m", "graphconv", "check", "examples/mistakes.gc"], capture_output=True,
+                       text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 1
+    assert r.stderr == shown
