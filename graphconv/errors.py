@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 
+MAX_ERRORS = 100  # diagnostics shown for one spec; a flood of errors helps nobody and costs time
+
+
 @dataclass(frozen=True)
 class SourceLoc:
     """A position in a spec file: 1-based line and column, and the length of the text it covers."""
@@ -41,22 +44,25 @@ class Diagnostic:
     severity: str = "error"
     notes: list[tuple[SourceLoc, str]] = field(default_factory=list)
 
-    def render(self, sources: dict[str, str] | None = None) -> str:
-        lines = [_render_one(self.loc, self.severity, self.message, sources)]
+    def render(self, sources: dict[str, str] | None = None, *, lines: dict[str, list[str]] | None = None) -> str:
+        """The diagnostic as text; `lines` (path -> source lines) saves splitting the sources again for each
+        diagnostic of a long list."""
+        if lines is None:
+            lines = {p: t.splitlines() for p, t in (sources or {}).items()}
+        out = [_render_one(self.loc, self.severity, self.message, lines)]
         for loc, text in self.notes:
-            lines.append(_render_one(loc, "note", text, sources))
+            out.append(_render_one(loc, "note", text, lines))
         if self.hint:
-            lines.append(f"  hint: {self.hint}")
-        return "\n".join(lines)
+            out.append(f"  hint: {self.hint}")
+        return "\n".join(out)
 
 
-def _render_one(loc: SourceLoc | None, severity: str, message: str, sources: dict[str, str] | None) -> str:
+def _render_one(loc: SourceLoc | None, severity: str, message: str, lines: dict[str, list[str]]) -> str:
     if loc is None:
         return f"{severity}: {message}"
     out = f"{loc}: {severity}: {message}"
-    text = (sources or {}).get(loc.path)
-    if text is not None:
-        src_lines = text.splitlines()
+    src_lines = lines.get(loc.path)
+    if src_lines is not None:
         if 1 <= loc.line <= len(src_lines):
             src = src_lines[loc.line - 1].expandtabs(1)
             if len(src) > 200:  # keep huge single-line files readable
@@ -83,9 +89,12 @@ class SpecError(GraphconvError):
         super().__init__(self.render())
 
     def render(self) -> str:
-        body = "\n".join(d.render(self.sources) for d in self.diagnostics)
+        lines = {p: t.splitlines() for p, t in self.sources.items()}
+        shown = self.diagnostics[:MAX_ERRORS]
+        body = "\n".join(d.render(lines=lines) for d in shown)
         n = len(self.diagnostics)
-        return f"{body}\n{n} error{'s' if n != 1 else ''} found"
+        more = f" (the first {MAX_ERRORS} shown)" if n > MAX_ERRORS else ""
+        return f"{body}\n{n} error{'s' if n != 1 else ''} found{more}"
 
 
 class WeightsError(GraphconvError):

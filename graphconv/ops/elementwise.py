@@ -15,13 +15,14 @@ def broadcast_shape(op: str, in_types) -> tuple:
     rank = max(t.rank for t in in_types)
     out = []
     for axis in range(rank):
-        dims = {t.shape[axis - rank + t.rank] for t in in_types if axis - rank + t.rank >= 0}
-        dims.discard(1)
+        # in input order, so the message lists the sizes in the order it lists the shapes
+        dims = list(dict.fromkeys(t.shape[axis - rank + t.rank] for t in in_types if axis - rank + t.rank >= 0))
+        dims = [d for d in dims if d != 1]
         if len(dims) > 1:
             shapes = " and ".join(str(t) for t in in_types)
             raise OpError(f"{op}: shapes {shapes} do not match (dimension {axis}: "
-                          f"{' vs '.join(str(d) for d in sorted(dims, key=str))})")
-        out.append(dims.pop() if dims else 1)
+                          f"{' vs '.join(str(d) for d in dims)})")
+        out.append(dims[0] if dims else 1)
     return tuple(out)
 
 

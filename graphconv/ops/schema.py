@@ -84,7 +84,10 @@ class Float(Kind):
     def convert(self, v):
         if not _is_number(v):
             raise OpError(f"expected {self.description}, got {_describe(v)}")
-        v = float(v)
+        try:
+            v = float(v)
+        except OverflowError:
+            raise OpError(f"expected {self.description}, got a number too large") from None
         if not math.isfinite(v):
             raise OpError(f"expected a finite number, got {v}")
         if self.min is not None and (v <= self.min if self.min_exclusive else v < self.min):

@@ -40,7 +40,7 @@ class _Loaded:
 
 def _decode(data: bytes, path: str, diags: list[Diagnostic]) -> str | None:
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")  # editors on Windows may start the file with a BOM
     except UnicodeDecodeError as e:
         before = data[:e.start]
         line = before.count(b"\n") + 1
@@ -65,6 +65,9 @@ def _read(real: str, shown: str, at: SourceLoc | None, diags: list[Diagnostic]) 
     except OSError as e:
         diags.append(Diagnostic(at, f"cannot read '{shown}': {e.strerror or e}"))
         return None
+    if len(data) > MAX_FILE_BYTES:  # it grew after the size check
+        diags.append(Diagnostic(at or SourceLoc(shown, 1, 1), f"'{shown}' is larger than {MAX_FILE_BYTES} bytes"))
+        return None
     return _decode(data, shown, diags)
 
 
@@ -80,12 +83,13 @@ def _load_file(text: str, shown: str, real: str, root: str, out: _Loaded, chain:
 
 def _follow(inc: ast.Include, f: ast.SpecFile, shown: str, real: str, root: str, out: _Loaded,
             chain: list[str]) -> None:
+    if not inc.path or "\0" in inc.path:
+        out.diags.append(Diagnostic(inc.loc, "an include needs a file name" if not inc.path else
+                                    "an include file name cannot contain a NUL character"))
+        return
     base = os.path.dirname(real)
     target = os.path.realpath(os.path.join(base, inc.path))
     target_shown = os.path.normpath(os.path.join(os.path.dirname(shown), inc.path))
-    if not inc.path or "\0" in inc.path:
-        out.diags.append(Diagnostic(inc.loc, "an include needs a file name"))
-        return
     if os.path.commonpath([root, target]) != root:
         out.diags.append(Diagnostic(inc.loc, f"include '{inc.path}' points outside the project folder",
                                     hint=f"includes must stay inside {root}"))
@@ -154,8 +158,8 @@ def _front(text: str, shown: str, real: str, root: str, params: dict[str, Any] |
                                     notes=[(networks[0].loc, "the first is here")],
                                     hint="put shared layers in blocks"))
     parse_failed = bool(out.diags)
-    check(blocks, lets, out.diags)
-    if parse_failed or len(networks) != 1:
+    lowerable = check(blocks, lets, out.diags)
+    if parse_failed or not lowerable or len(networks) != 1:
         return None  # evaluating a half-parsed file would only report echoes of the syntax errors
     graph = Lowerer(blocks, lets, out.diags).lower(networks[0], dict(params or {}))
     if graph is not None and not out.diags:

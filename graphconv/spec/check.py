@@ -184,7 +184,8 @@ class Checker:
                                                          f"its attributes: {', '.join(sorted(names)) or 'none'}"))
             return
         if name in self.blocks:
-            self.check_block_call(call, self.blocks[name], piped)
+            if not self.blocks[name].broken:  # its parameters may be incomplete: no argument checks
+                self.check_block_call(call, self.blocks[name], piped)
             return
         if name in NUMERIC_BUILTINS or name in TENSOR_BUILTINS or name in INITIALIZERS:
             if call.alias is not None:
@@ -231,7 +232,8 @@ class Checker:
                        notes=[(block.loc, f"'{block.name}' is defined here")])
 
     # -- recursion ------------------------------------------------------------------------------------------
-    def check_recursion(self) -> None:
+    def check_recursion(self) -> bool:
+        """Report cycles in the block call graph; True when there is one (lowering would not terminate)."""
         reported: set[frozenset[str]] = set()
         for cycle in nx.simple_cycles(self.calls):
             key = frozenset(cycle)
@@ -250,10 +252,12 @@ class Checker:
                            hint="blocks cannot call each other in a cycle")
             if len(reported) >= 20:
                 break
+        return bool(reported)
 
 
-def check(blocks: dict[str, ast.Block], lets: list[ast.Let], diags: list[Diagnostic]) -> None:
-    """Static checks of file-level constants (each may use the ones before it) and of every block and network."""
+def check(blocks: dict[str, ast.Block], lets: list[ast.Let], diags: list[Diagnostic]) -> bool:
+    """Static checks of file-level constants (each may use the ones before it) and of every block and network.
+    Returns False when the spec cannot be lowered at all (blocks call each other in a cycle)."""
     c = Checker(blocks, {}, diags)
     for let in lets:
         c.current = None
@@ -262,4 +266,4 @@ def check(blocks: dict[str, ast.Block], lets: list[ast.Let], diags: list[Diagnos
     for block in blocks.values():
         if not block.broken:
             c.check_definition(block)
-    c.check_recursion()
+    return not c.check_recursion()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import Diagnostic, SourceLoc
+from ..errors import MAX_ERRORS, Diagnostic, SourceLoc
 
 KEYWORDS = {
     "network", "block", "input", "output", "return", "if", "else", "repeat", "include", "let", "and", "or", "not",
@@ -28,6 +28,8 @@ _TOKEN_RE = re.compile(r"""
   | (?P<punct>->|==|!=|<=|>=|//|[()\[\]{},:=<>+\-*/%])
 """, re.VERBOSE)
 
+MAX_INT = 1 << 62  # integer literals; computed integers obey the same limit (lower.py)
+
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
 
 
@@ -43,7 +45,7 @@ def tokenize(text: str, path: str, diags: list[Diagnostic]) -> list[Token]:
     tokens: list[Token] = []
     line, line_start, pos = 1, 0, 0
     n = len(text)
-    while pos < n:
+    while pos < n and len(diags) <= MAX_ERRORS:
         m = _TOKEN_RE.match(text, pos)
         col = pos - line_start + 1
         if m is None:
@@ -67,10 +69,19 @@ def tokenize(text: str, path: str, diags: list[Diagnostic]) -> list[Token]:
             line += 1
             line_start = m.end()
         elif kind == "number":
-            if re.fullmatch(r"\d+", s):
-                tokens.append(Token("int", s, loc, int(s)))
+            if s.isdigit():
+                # compare digits before converting: int() of a huge literal is slow, and refused past 4300 digits
+                value = int(s) if len(s) <= 19 else MAX_INT + 1
+                if value > MAX_INT:
+                    diags.append(Diagnostic(loc, "integer literal too large (the limit is 2**62)"))
+                    value = 0
+                tokens.append(Token("int", s, loc, value))
             else:
-                tokens.append(Token("float", s, loc, float(s)))
+                value = float(s)
+                if value == float("inf"):
+                    diags.append(Diagnostic(loc, "number literal too large"))
+                    value = 0.0
+                tokens.append(Token("float", s, loc, value))
         elif kind == "ident":
             tokens.append(Token("keyword" if s in KEYWORDS else "ident", s, loc, s))
         elif kind == "string":

@@ -455,10 +455,11 @@ class Lowerer:
         for j, (loc, v) in enumerate(rest):
             if isinstance(v, (Tensor, Multi)):
                 return self.error(loc, f"tensor arguments of '{name_of(c)}' come before its attributes", ctx)
+            if not attr_names:
+                return self.error(loc, f"'{name_of(c)}' takes no attributes", ctx)
             if j >= len(attr_names):
                 return self.error(loc, f"'{name_of(c)}' takes at most {len(attr_names)} positional attribute"
-                                       f"{'s' if len(attr_names) != 1 else ''}"
-                                       f"{' (' + ', '.join(attr_names) + ')' if attr_names else ''}", ctx)
+                                       f"{'s' if len(attr_names) != 1 else ''} ({', '.join(attr_names)})", ctx)
             attrs[attr_names[j]] = v
             locs[attr_names[j]] = loc
         for k, (loc, v) in keywords.items():
@@ -614,12 +615,16 @@ class Lowerer:
             return self.error(c.loc, f"'{c.func}' takes {what}", ctx)
         ok = all(isinstance(v, list) for v in values) if c.func == "len" else all(_is_num(v) for v in values)
         if c.func in ("min", "max") and len(values) == 1 and isinstance(values[0], list):
+            if not values[0]:
+                return self.error(c.loc, f"'{c.func}' of an empty list", ctx)
             values = values[0]
-            ok = bool(values) and all(_is_num(v) for v in values)
+            ok = all(_is_num(v) for v in values)
         if not ok:
             return self.error(c.loc, f"'{c.func}' takes {what}, got {', '.join(_kind(v) for v in values)}", ctx)
         try:
             r = fn(*values)
+        except ZeroDivisionError:
+            return self.error(c.loc, f"'{c.func}': division by zero", ctx)
         except (ValueError, OverflowError) as err:
             return self.error(c.loc, f"'{c.func}': {err}", ctx)
         if isinstance(r, int) and abs(r) > MAX_INT:

@@ -7,7 +7,7 @@ next top-level definition) and goes on, so a file with three typos reports three
 
 from __future__ import annotations
 
-from ..errors import Diagnostic, SourceLoc
+from ..errors import MAX_ERRORS, Diagnostic, SourceLoc
 from . import ast
 from .lexer import Token, tokenize
 
@@ -139,7 +139,7 @@ class Parser:
         f = ast.SpecFile(self.path, [], [], [])
         while True:
             self.skip_newlines()
-            if self.tok.kind == "eof":
+            if self.tok.kind == "eof" or len(self.diags) > MAX_ERRORS:
                 return f
             self.depth = self.paren = 0
             try:
@@ -176,25 +176,32 @@ class Parser:
         is_network = kw.text == "network"
         name = self.expect_ident("a network name" if is_network else "a block name")
         params: list[ast.ParamDecl] = []
+        errors_before = len(self.diags)
         if self.at("("):
             self.advance()
             self.paren += 1
-            while not self.at(")"):
-                p = self.expect_ident("a parameter name")
-                default = None
-                if self.at("="):
+            try:
+                while not self.at(")"):
+                    p = self.expect_ident("a parameter name")
+                    default = None
+                    if self.at("="):
+                        self.advance()
+                        default = self.parse_expr()
+                    params.append(ast.ParamDecl(p.text, default, p.loc))
+                    if not self.at(","):
+                        break
                     self.advance()
-                    default = self.parse_expr()
-                params.append(ast.ParamDecl(p.text, default, p.loc))
-                if not self.at(","):
-                    break
-                self.advance()
-            self.paren -= 1
-            self.expect(")", "to close the parameter list")
+                self.paren -= 1
+                self.expect(")", "to close the parameter list")
+            except ParseError as e:
+                # keep the definition (so its callers don't report it unknown): skip to its body
+                self.diags.append(e.diag)
+                self.paren = 0
+                while self.tok.kind not in ("eof", "newline") and not self.at("{"):
+                    self.advance()
         elif not is_network:
-            raise self.error(f"expected '(' and the parameters of block '{name.text}'",
-                             hint=f"write 'block {name.text}(x)' for a block taking one tensor")
-        errors_before = len(self.diags)
+            self.diags.append(Diagnostic(self.tok.loc, f"expected '(' and the parameters of block '{name.text}'",
+                                         hint=f"write 'block {name.text}(x)' for a block taking one tensor"))
         body = self.parse_body()
         return ast.Block(name.text, params, body, name.loc, is_network, broken=len(self.diags) > errors_before)
 
@@ -207,14 +214,13 @@ class Parser:
             if self.at("}"):
                 self.advance()
                 break
-            if self.tok.kind == "eof":
-                self.depth -= 1
-                raise self.error("this '{' is never closed", open_tok.loc, hint="add the missing '}'")
-            if self.tok.kind == "keyword" and self.tok.text in ("network", "block", "include") \
-                    and self.peek().kind == "ident":
-                self.depth -= 1
-                raise self.error("this '{' is never closed before the next definition", open_tok.loc,
-                                 hint="add the missing '}'")
+            if self.tok.kind == "eof" or (self.tok.kind == "keyword" and self.tok.text in ("network", "block")
+                                          and self.peek().kind == "ident"):
+                # report and end the body here, so the definition that follows is still parsed
+                where = "" if self.tok.kind == "eof" else " before the next definition"
+                self.diags.append(Diagnostic(open_tok.loc, f"this '{{' is never closed{where}",
+                                             hint="add the missing '}'"))
+                break
             depth = self.depth
             try:
                 stmts.append(self.parse_statement())
@@ -389,11 +395,15 @@ class Parser:
 
     def parse_binary(self, min_prec: int) -> ast.Expr:
         left = self.parse_unary()
+        levels = 0  # each operator deepens the (left-deep) tree that later passes walk recursively
         while True:
             t = self.tok
             prec = _PREC.get(t.text) if t.kind in ("punct", "keyword") else None
             if prec is None or prec <= min_prec:
+                self.depth -= levels
                 return left
+            self.nest(t.loc)
+            levels += 1
             self.advance()
             right = self.parse_binary(prec)
             if prec == 4 and self.tok.text in _BINARY[2][1] and self.tok.kind == "punct":
