@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from graphconv import cli
 from graphconv.errors import MAX_ERRORS, SpecError
 from graphconv.spec import MAX_FILE_BYTES, check_spec, check_text, load_graph
 
@@ -184,6 +185,16 @@ CLI_SAMPLE = [
     "unknown_op_hint.gc", "attr_negative_stride.gc", "shape_add_mismatch.gc", "block_recursion_mutual.gc",
     "include_cycle.gc", "eval_repeat_huge.gc", "multi_three_errors.gc",
 ]
+
+
+@pytest.mark.parametrize("e", EXPECTED, ids=lambda e: e.file)
+def test_cli_check_exits_1_with_the_located_error(e: Expected, in_corpus, capsys):
+    """Every corpus file through `graphconv check` (in-process): exit 1, the first error at its place, no
+    traceback."""
+    assert cli.main(["check", e.file]) == 1
+    err = capsys.readouterr().err
+    assert f"{e.path}:{e.line}:{e.col}: error: " in err
+    assert "Traceback" not in err
 
 
 def test_cli_check_reports_errors_without_traceback():
