@@ -27,6 +27,17 @@ def fixed_or_init(name: str, shape: tuple[int, ...], literal: np.ndarray | None,
     return ParamSpec(name, shape, "trainable", init, data=literal)
 
 
+def check_groups(op: str, x: TensorType, out_channels: int, groups: int) -> None:
+    """Both channel counts of a grouped convolution must split evenly into the groups."""
+    c = int(x.shape[1])
+    if c % groups:
+        raise OpError(f"{op}: input channels ({c}) are not divisible by groups ({groups}); input is {x}",
+                      attr="groups")
+    if out_channels % groups:
+        raise OpError(f"{op}: out_channels ({out_channels}) is not divisible by groups ({groups})",
+                      attr="out_channels")
+
+
 @register
 class Conv2d(OpDef):
     name = "conv2d"
@@ -73,13 +84,7 @@ class Conv2d(OpDef):
         if a["out_channels"] is None:
             a["out_channels"] = int(w.shape[0])
         del a["depthwise"]
-        g = a["groups"]
-        if c % g:
-            raise OpError(f"conv2d: input channels ({c}) are not divisible by groups ({g}); input is {x}",
-                          attr="groups")
-        if a["out_channels"] % g:
-            raise OpError(f"conv2d: out_channels ({a['out_channels']}) is not divisible by groups ({g})",
-                          attr="out_channels")
+        check_groups(self.name, x, a["out_channels"], a["groups"])
         a["padding"] = resolve_padding(a, x, a["kernel"], a["stride"], a["dilation"])
         return a
 
@@ -171,17 +176,12 @@ class ConvTranspose2d(OpDef):
         (x,) = in_types
         expect_rank(self.name, x, 4)
         a = dict(attrs)
-        c, g, w = int(x.shape[1]), a["groups"], a["weight"]
+        g, w = a["groups"], a["weight"]
         if a["kernel"] is None:
             a["kernel"] = (int(w.shape[2]), int(w.shape[3]))
         if a["out_channels"] is None:
             a["out_channels"] = int(w.shape[1]) * g
-        if c % g:
-            raise OpError(f"conv_transpose2d: input channels ({c}) are not divisible by groups ({g}); input is {x}",
-                          attr="groups")
-        if a["out_channels"] % g:
-            raise OpError(f"conv_transpose2d: out_channels ({a['out_channels']}) is not divisible by groups ({g})",
-                          attr="out_channels")
+        check_groups(self.name, x, a["out_channels"], g)
         return a
 
     def params(self, attrs, in_types):
