@@ -4,6 +4,8 @@
     graphconv summary SPEC [--set k=v ...] [--json]
     graphconv run SPEC [--weights W.npz] [--input NAME=FILE.npy ...] [--output FILE] [--batch N] [--seed S]
                        [--backend reference] [--dtype float32|float64] [--set k=v ...]
+    graphconv export-onnx SPEC -o MODEL.onnx [--weights W.npz] [--set k=v ...] [--opset N] [-O LEVEL] [--seed S]
+                          [--dtype float32|float64]
     graphconv --version
 
 Exit status: 0 success; 1 a problem with the user's input (a spec, weights, arrays, files: the message, no
@@ -95,8 +97,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive_int, default=None, metavar="N",
                    help="batch size of random inputs (default 1)")
     p.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the weights and random inputs")
-    p.add_argument("--backend", default="reference", help="backend (default: reference)")
+    p.add_argument("--backend", default="reference", help="backend: reference (default) or onnx (onnxruntime)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="device of the onnx backend (default cpu); cuda needs a GPU build of onnxruntime")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+
+    from .onnx.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+
+    p = sub.add_parser("export-onnx", parents=[common, sets], help="export a network to ONNX",
+                       description="Export a network with its weights to an ONNX model (standard ops only). Models "
+                                   "over 2 GiB keep their weights in MODEL.onnx.data next to the model.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.onnx", help="the model file to write")
+    p.add_argument("--weights", metavar="W.npz", help="weights file (default: initializers seeded with --seed)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the initial weights")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
+                   help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
+    p.add_argument("-O", dest="opt_level", type=int, default=0, choices=(0, 1, 2, 3), metavar="LEVEL",
+                   help="graph optimization level; only 0 (the graph as written) exists yet")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="element type of the model (default: the spec's)")
     return parser
 
 
@@ -235,7 +255,7 @@ def cmd_run(args) -> int:
     given = _gather_inputs(args, graph)
     weights = load_weights(args.weights, graph) if args.weights else init_weights(graph, args.seed)
     net = Network(graph, weights)
-    model = compile(net, args.backend, dtype=args.dtype)
+    model = compile(net, args.backend, dtype=args.dtype, device=args.device)
     notes: list[str] = []
     inputs = {**given, **_random_inputs(graph, given, args.batch, args.seed, args.dtype, notes)}
     outputs = model.run(inputs)
@@ -252,7 +272,27 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"check": cmd_check, "summary": cmd_summary, "run": cmd_run}
+def cmd_export_onnx(args) -> int:
+    from .network import Network
+    from .onnx.export import export_onnx
+    from .spec import load_graph
+    from .weights import init_weights, load_weights
+
+    if args.opt_level:
+        _err(f"note: -O{args.opt_level}: graph optimizations are not implemented yet; exporting the graph as "
+             "written (-O0)")
+    graph = load_graph(args.spec, _params(args) or None)
+    weights = load_weights(args.weights, graph) if args.weights else init_weights(graph, args.seed)
+    model = export_onnx(Network(graph, weights), args.output, opset=args.opset, dtype=args.dtype)
+    external = any(t.data_location == 1 for t in model.graph.initializer)
+    print(f"wrote {args.output}: network {graph.name}, {len(model.graph.node)} ONNX nodes, opset {args.opset}, "
+          f"{graph.num_params():,} params"
+          + (f" (weights in {os.path.basename(args.output)}.data)" if external else "")
+          + ("" if args.weights else f", initial weights (seed {args.seed})"))
+    return EXIT_OK
+
+
+COMMANDS = {"check": cmd_check, "summary": cmd_summary, "run": cmd_run, "export-onnx": cmd_export_onnx}
 
 
 # -- entry point ----------------------------------------------------------------------------------------------------

@@ -143,9 +143,12 @@ class ReferenceModel(Model):
 
     backend = "reference"
 
-    def __init__(self, net: Network, dtype: str = "float32"):
+    def __init__(self, net: Network, dtype: str = "float32", *, device: str = "cpu"):
         from .reference.executor import prepare_weights
 
+        if device != "cpu":
+            raise GraphconvError(f"the reference backend runs on the CPU only, not on device {device!r}; for a GPU "
+                                 "use backend='onnx', device='cuda'")
         super().__init__(net, dtype)
         self.weights = prepare_weights(net.graph, net.weights, dtype)  # cast once; a snapshot
 
@@ -155,14 +158,25 @@ class ReferenceModel(Model):
         return run_graph(self.graph, inputs, self.weights, dtype=self.dtype)
 
 
-# backend name -> factory (net, dtype) -> Model. Later backends register here.
+def _onnx_model(net: Network, dtype: str = "float32", **options: Any) -> Model:
+    """onnxruntime (graphconv.onnx.runtime.OnnxModel; options: device="cpu"|"cuda", threads, opset, tensorrt)."""
+    from .onnx.runtime import OnnxModel
+
+    return OnnxModel(net, dtype, **options)
+
+
+# backend name -> factory (net, dtype=..., **options) -> Model. Later backends register here.
 BACKENDS: dict[str, Callable[..., Model]] = {
     "reference": ReferenceModel,
+    "onnx": _onnx_model,
 }
 
 
-def compile(net: Network, backend: str = "reference", *, dtype: str = "float32") -> Model:  # noqa: A001
-    """Compile `net` for `backend`. Raises GraphconvError for an unknown backend or dtype."""
+def compile(net: Network, backend: str = "reference", *, dtype: str = "float32", device: str | None = None,
+            **options: Any) -> Model:  # noqa: A001
+    """Compile `net` for `backend` on `device` ("cpu", the default, or "cuda" with backend="onnx"); `options` go to
+    the backend (onnx: threads=, opset=, tensorrt=). Raises GraphconvError for an unknown backend, dtype, device or
+    option."""
     if not isinstance(net, Network):
         raise GraphconvError(f"compile() takes a Network (from graphconv.load), got {type(net).__name__}")
     factory = BACKENDS.get(backend)
@@ -170,4 +184,21 @@ def compile(net: Network, backend: str = "reference", *, dtype: str = "float32")
         hint = did_you_mean(str(backend), BACKENDS)
         raise GraphconvError(f"unknown backend {backend!r}" + (f" ({hint})" if hint else "")
                              + f"; available backends: {', '.join(sorted(BACKENDS))}")
-    return factory(net, dtype=dtype)
+    if device is not None:
+        options["device"] = device
+    import inspect
+
+    try:
+        sig = inspect.signature(factory.__init__ if isinstance(factory, type) else factory)
+        accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        unknown = [] if accepts_any else [k for k in options if k not in sig.parameters]
+    except (TypeError, ValueError):  # pragma: no cover - no signature
+        unknown = []
+    if backend == "onnx":
+        from .onnx.runtime import OnnxModel
+
+        sig = inspect.signature(OnnxModel.__init__)
+        unknown = [k for k in options if k not in sig.parameters]
+    if unknown:
+        raise GraphconvError(f"backend {backend!r} has no option {', '.join(map(repr, unknown))}")
+    return factory(net, dtype=dtype, **options)

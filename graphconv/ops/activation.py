@@ -15,6 +15,15 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 class Unary(OpDef):
     fusion = "elementwise"
+    onnx_op = ""  # the ONNX op of the same name and semantics; onnx_attrs() gives its attributes
+
+    def onnx_attrs(self, attrs: dict) -> dict:
+        return {}
+
+    def to_onnx(self, node, e):
+        if not self.onnx_op:
+            return super().to_onnx(node, e)
+        e.add_node(self.onnx_op, [e.value(node.inputs[0])], e.out(node), **self.onnx_attrs(node.attrs))
 
     def infer(self, attrs, in_types):
         return in_types[0]
@@ -30,6 +39,7 @@ class Unary(OpDef):
 class Relu(Unary):
     name = "relu"
     doc = "max(x, 0)"
+    onnx_op = "Relu"
 
     def fn(self, x, attrs):
         return np.maximum(x, 0)
@@ -39,6 +49,10 @@ class Relu(Unary):
 class LeakyRelu(Unary):
     name = "leaky_relu"
     doc = "x for x >= 0, alpha·x below"
+    onnx_op = "LeakyRelu"
+
+    def onnx_attrs(self, attrs):
+        return {"alpha": attrs["alpha"]}
     attrs = (Attr("alpha", Float(), 0.01, "slope for negative inputs"),)
 
     def fn(self, x, attrs):
@@ -53,6 +67,10 @@ def _elu(x: np.ndarray, alpha: float) -> np.ndarray:
 class Elu(Unary):
     name = "elu"
     doc = "x for x > 0, alpha·(exp(x) - 1) below"
+    onnx_op = "Elu"
+
+    def onnx_attrs(self, attrs):
+        return {"alpha": attrs["alpha"]}
     attrs = (Attr("alpha", Float(), 1.0),)
 
     def fn(self, x, attrs):
@@ -63,6 +81,10 @@ class Elu(Unary):
 class Selu(Unary):
     name = "selu"
     doc = "scale·elu(x, alpha) with PyTorch's constants alpha ≈ 1.6733, scale ≈ 1.0507"
+    onnx_op = "Selu"
+
+    def onnx_attrs(self, attrs):
+        return {"alpha": SELU_ALPHA, "gamma": SELU_SCALE}
 
     def fn(self, x, attrs):
         return SELU_SCALE * _elu(x, SELU_ALPHA)
@@ -72,6 +94,7 @@ class Selu(Unary):
 class Sigmoid(Unary):
     name = "sigmoid"
     doc = "1 / (1 + exp(-x)), computed without overflow"
+    onnx_op = "Sigmoid"
 
     def fn(self, x, attrs):
         e = np.exp(-np.abs(x))
@@ -82,6 +105,7 @@ class Sigmoid(Unary):
 class Tanh(Unary):
     name = "tanh"
     doc = "hyperbolic tangent"
+    onnx_op = "Tanh"
 
     def fn(self, x, attrs):
         return np.tanh(x)
@@ -102,6 +126,13 @@ class Clip(Unary):
             raise OpError("clip: give min, max or both", attr="min")
         if lo is not None and hi is not None and lo > hi:
             raise OpError(f"clip: min ({lo:g}) is above max ({hi:g})", attr="min")
+
+    def to_onnx(self, node, e):
+        a = node.attrs
+        lo = "" if a["min"] is None else e.scalar(a["min"], "min")
+        hi = "" if a["max"] is None else e.scalar(a["max"], "max")
+        ins = [e.value(node.inputs[0]), lo] + ([hi] if hi else [])
+        e.add_node("Clip", ins, e.out(node))
 
     def fn(self, x, attrs):
         if attrs["min"] is not None:
@@ -132,6 +163,10 @@ class AxisUnary(Unary):
 class Softmax(AxisUnary):
     name = "softmax"
     doc = "exp(x) / sum(exp(x)) along axis (max-subtracted for stability)"
+    onnx_op = "Softmax"
+
+    def onnx_attrs(self, attrs):
+        return {"axis": attrs["axis"]}
 
     def fn(self, x, attrs):
         e = np.exp(x - x.max(axis=attrs["axis"], keepdims=True))
@@ -142,6 +177,10 @@ class Softmax(AxisUnary):
 class LogSoftmax(AxisUnary):
     name = "log_softmax"
     doc = "x - log(sum(exp(x))) along axis (max-subtracted for stability)"
+    onnx_op = "LogSoftmax"
+
+    def onnx_attrs(self, attrs):
+        return {"axis": attrs["axis"]}
 
     def fn(self, x, attrs):
         shifted = x - x.max(axis=attrs["axis"], keepdims=True)
@@ -165,3 +204,7 @@ class Dropout(Unary):
             return x.copy()
         keep = ctx.rng.random(x.shape) >= rate
         return np.where(keep, x * (1.0 / (1.0 - rate)), 0).astype(x.dtype, copy=False)
+
+    def to_onnx(self, node, e):
+        # inference: Dropout with training_mode off is the identity (kept as Dropout to preserve the rate)
+        e.add_node("Dropout", [e.value(node.inputs[0]), e.scalar(node.attrs["rate"], "ratio")], e.out(node))

@@ -128,6 +128,22 @@ class Conv2d(OpDef):
             y = y + ps["bias"].reshape(1, o, 1, 1)
         return y.astype(x.dtype, copy=False)
 
+    def to_onnx(self, node, e):
+        a = node.attrs
+        w = node.params["weight"]
+        if a["flip"]:
+            if e.graph.params[w.name].data is not None:  # fixed: flip the constant
+                weight = e.const(e.param_array(w)[:, :, ::-1, ::-1], "weight_flipped")
+            else:
+                weight = e.add_node("Slice", [e.value(w), e.ints([-1, -1], "starts"),
+                                              e.ints([-(1 << 62), -(1 << 62)], "ends"), e.ints([2, 3], "axes"),
+                                              e.ints([-1, -1], "steps")], e.tmp("weight_flipped"))
+        else:
+            weight = e.value(w)
+        ins = [e.value(node.inputs[0]), weight] + ([e.value(node.params["bias"])] if "bias" in node.params else [])
+        e.add_node("Conv", ins, e.out(node), kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
+                   pads=list(a["padding"]), dilations=list(a["dilation"]), group=a["groups"])
+
     def macs(self, attrs, in_types, out_type):
         _, o, oh, ow = out_type.shape
         kh, kw = attrs["kernel"]
@@ -232,6 +248,15 @@ class ConvTranspose2d(OpDef):
         if "bias" in ps:
             y = y + ps["bias"].reshape(1, o, 1, 1)
         return y.astype(x.dtype, copy=False)
+
+    def to_onnx(self, node, e):
+        a = node.attrs
+        ins = [e.value(node.inputs[0]), e.value(node.params["weight"])]
+        if "bias" in node.params:
+            ins.append(e.value(node.params["bias"]))
+        e.add_node("ConvTranspose", ins, e.out(node), kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
+                   pads=list(a["padding"]), output_padding=list(a["output_padding"]),
+                   dilations=list(a["dilation"]), group=a["groups"])
 
     def macs(self, attrs, in_types, out_type):
         _, c, h, w = in_types[0].shape

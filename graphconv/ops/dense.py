@@ -61,5 +61,11 @@ class Dense(OpDef):
             y = y + ps["bias"]
         return y.astype(x.dtype, copy=False)
 
+    def to_onnx(self, node, e):
+        ins = [e.value(node.inputs[0]), e.value(node.params["weight"])]
+        if "bias" in node.params:
+            ins.append(e.value(node.params["bias"]))
+        e.add_node("Gemm", ins, e.out(node), transB=1)
+
     def macs(self, attrs, in_types, out_type):
         return int(in_types[0].shape[1]) * attrs["units"]

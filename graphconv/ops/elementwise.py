@@ -42,6 +42,17 @@ class Broadcast(OpDef):
             out = self.combine(out, x)
         return out
 
+    onnx_op = ""  # the binary ONNX op; several inputs are chained left to right (add uses Sum instead)
+
+    def to_onnx(self, node, e):
+        xs = [e.value(v) for v in node.inputs]
+        if len(xs) > 2 and self.onnx_op == "Add":
+            e.add_node("Sum", xs, e.out(node))
+            return
+        acc = xs[0]
+        for i, x in enumerate(xs[1:], 2):
+            acc = e.add_node(self.onnx_op, [acc, x], e.out(node) if i == len(xs) else None)
+
     def combine(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -55,6 +66,7 @@ def _expect_inputs(op: str, in_types, n: int = 2) -> None:
 class Add(Broadcast):
     name = "add"
     doc = "sum of two or more tensors (residual connections), broadcasting"
+    onnx_op = "Add"
 
     def combine(self, a, b):
         return a + b
@@ -64,6 +76,7 @@ class Add(Broadcast):
 class Mul(Broadcast):
     name = "mul"
     doc = "product of two or more tensors (gating, attention scales), broadcasting"
+    onnx_op = "Mul"
 
     def combine(self, a, b):
         return a * b
@@ -110,6 +123,9 @@ class Concat(OpDef):
 
     def reference(self, attrs, xs, ps, ctx):
         return np.concatenate(xs, axis=attrs["axis"])
+
+    def to_onnx(self, node, e):
+        e.add_node("Concat", [e.value(v) for v in node.inputs], e.out(node), axis=node.attrs["axis"])
 
 
 def _listing(in_types) -> str:

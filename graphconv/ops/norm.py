@@ -53,6 +53,16 @@ class BatchNorm(OpDef):
             y = y * ps["weight"].reshape(shape) + ps["bias"].reshape(shape)
         return y.astype(x.dtype, copy=False)
 
+    def to_onnx(self, node, e):
+        # inference: the running statistics. ONNX's momentum weighs the old running value (1 - PyTorch's).
+        a, ps = node.attrs, node.params
+        c = int(node.inputs[0].type.shape[1])
+        scale = e.value(ps["weight"]) if a["affine"] else e.const(np.ones(c), "scale")
+        bias = e.value(ps["bias"]) if a["affine"] else e.const(np.zeros(c), "bias")
+        e.add_node("BatchNormalization", [e.value(node.inputs[0]), scale, bias, e.value(ps["running_mean"]),
+                                          e.value(ps["running_var"])], e.out(node),
+                   epsilon=a["eps"], momentum=1.0 - a["momentum"])
+
 
 @register
 class Lrn(OpDef):
@@ -78,3 +88,21 @@ class Lrn(OpDef):
         sq = np.pad(x * x, ((0, 0), (before, size - 1 - before), (0, 0), (0, 0)))
         total = np.lib.stride_tricks.sliding_window_view(sq, size, axis=1).sum(axis=-1)
         return (x / (attrs["bias"] + attrs["alpha"] / size * total) ** attrs["beta"]).astype(x.dtype, copy=False)
+
+    def to_onnx(self, node, e):
+        a = node.attrs
+        if a["size"] % 2 == 0:  # valid ONNX, but onnxruntime's LRN takes odd sizes only: spell it out
+            x = e.value(node.inputs[0])
+            before = (a["size"] - 1) // 2
+            sq = e.add_node("Mul", [x, x])
+            sq = e.add_node("Unsqueeze", [sq, e.ints([1], "axes")])  # [N, 1, C, H, W]
+            avg = e.add_node("AveragePool", [sq], kernel_shape=[a["size"], 1, 1], count_include_pad=1,
+                             pads=[before, 0, 0, a["size"] - 1 - before, 0, 0])
+            avg = e.add_node("Squeeze", [avg, e.ints([1], "axes")])
+            den = e.add_node("Mul", [avg, e.scalar(a["alpha"], "alpha")])
+            den = e.add_node("Add", [den, e.scalar(a["bias"], "bias")])
+            den = e.add_node("Pow", [den, e.scalar(a["beta"], "beta")])
+            e.add_node("Div", [x, den], e.out(node))
+            return
+        e.add_node("LRN", [e.value(node.inputs[0])], e.out(node), size=a["size"], alpha=a["alpha"], beta=a["beta"],
+                   bias=a["bias"])

@@ -80,6 +80,10 @@ class Pool(OpDef):
     def reduce(self, attrs, win: np.ndarray, in_shape: tuple[int, ...]) -> np.ndarray:
         raise NotImplementedError
 
+    def onnx_pool_attrs(self, attrs) -> dict:
+        return dict(kernel_shape=list(attrs["kernel"]), strides=list(attrs["stride"]), pads=list(attrs["padding"]),
+                    ceil_mode=int(attrs["ceil_mode"]))
+
     def window(self, attrs):
         return Window(self._extent(attrs), attrs["stride"])
 
@@ -93,6 +97,10 @@ class MaxPool2d(Pool):
 
     def reduce(self, attrs, win, in_shape):
         return win.max(axis=(-2, -1))
+
+    def to_onnx(self, node, e):
+        e.add_node("MaxPool", [e.value(node.inputs[0])], e.out(node), dilations=list(node.attrs["dilation"]),
+                   **self.onnx_pool_attrs(node.attrs))
 
 
 def _window_counts(size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, out: int,
@@ -122,6 +130,10 @@ class AvgPool2d(Pool):
         cols = _window_counts(in_shape[3], kw, sw, left, right, ow, inc)
         return win.sum(axis=(-2, -1)) / np.outer(rows, cols)
 
+    def to_onnx(self, node, e):
+        e.add_node("AveragePool", [e.value(node.inputs[0])], e.out(node),
+                   count_include_pad=int(node.attrs["count_include_pad"]), **self.onnx_pool_attrs(node.attrs))
+
 
 @register
 class LpPool2d(Pool):
@@ -134,6 +146,27 @@ class LpPool2d(Pool):
     def reduce(self, attrs, win, in_shape):
         p = attrs["p"]
         return (np.abs(win) ** p).sum(axis=(-2, -1)) ** (1.0 / p)
+
+    def to_onnx(self, node, e):
+        a = node.attrs
+        p = a["p"]
+        if float(p).is_integer():
+            e.add_node("LpPool", [e.value(node.inputs[0])], e.out(node), p=int(p), **self.onnx_pool_attrs(a))
+            return
+        # ONNX LpPool takes an integer p: (Σ|x|^p)^(1/p) as Abs, Pow, a depthwise all-ones Conv (zero padding and
+        # the ceil_mode overhang add nothing), Pow.
+        x = node.inputs[0]
+        c, h, w = (int(d) for d in x.type.shape[1:])
+        oh, ow = self._out_hw(a, h, w)
+        top, left, bottom, right = a["padding"]
+        (kh, kw), (sh, sw) = a["kernel"], a["stride"]
+        bottom = max(bottom, (oh - 1) * sh + kh - h - top)
+        right = max(right, (ow - 1) * sw + kw - w - left)
+        y = e.add_node("Abs", [e.value(x)])
+        y = e.add_node("Pow", [y, e.scalar(p, "p")])
+        y = e.add_node("Conv", [y, e.const(np.ones((c, 1, kh, kw)), "ones")], kernel_shape=[kh, kw],
+                       strides=[sh, sw], pads=[top, left, bottom, right], group=c)
+        e.add_node("Pow", [y, e.scalar(1.0 / p, "inv_p")], e.out(node))
 
 
 class GlobalPool(OpDef):
@@ -158,6 +191,9 @@ class GlobalAvgPool(GlobalPool):
     def reference(self, attrs, xs, ps, ctx):
         return xs[0].mean(axis=(2, 3), keepdims=True)
 
+    def to_onnx(self, node, e):
+        e.add_node("GlobalAveragePool", [e.value(node.inputs[0])], e.out(node))
+
 
 @register
 class GlobalMaxPool(GlobalPool):
@@ -166,3 +202,6 @@ class GlobalMaxPool(GlobalPool):
 
     def reference(self, attrs, xs, ps, ctx):
         return xs[0].max(axis=(2, 3), keepdims=True)
+
+    def to_onnx(self, node, e):
+        e.add_node("GlobalMaxPool", [e.value(node.inputs[0])], e.out(node))

@@ -77,6 +77,16 @@ class Upsample(OpDef):
         y = rows[:, :, :, c0] * (1 - fc) + rows[:, :, :, c1] * fc
         return y.astype(x.dtype, copy=False)
 
+    def to_onnx(self, node, e):
+        a = node.attrs
+        sizes = e.ints(a["size"], "sizes")
+        if a["mode"] == "nearest":  # PyTorch 'nearest': source floor(i·in/out)
+            kw = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        else:
+            kw = dict(mode="linear",
+                      coordinate_transformation_mode="align_corners" if a["align_corners"] else "half_pixel")
+        e.add_node("Resize", [e.value(node.inputs[0]), "", "", sizes], e.out(node), axes=[2, 3], **kw)
+
     def window(self, attrs):
         """Each output pixel reads 1 (nearest) or 2 (bilinear) input pixels per axis on a grid `scale` times finer."""
         k = 1 if attrs["mode"] == "nearest" else 2

@@ -372,6 +372,15 @@ class OpDef:
     def window(self, attrs: dict[str, Any]) -> Window:
         return Window()
 
+    def to_onnx(self, node: Any, e: Any) -> None:
+        """Emit standard ONNX nodes computing `node` (an IR node of this op) through the emitter `e` of
+        graphconv.onnx.export: `e.value(v)` is the ONNX name of an IR value (inputs, parameters, earlier nodes),
+        `e.out(node)` the name this node's result must get, `e.add_node(op_type, inputs, outputs, **attrs)`,
+        `e.const(array, hint)` an extra initializer, `e.param_array(v)` a parameter's data, `e.opset`, `e.dtype`.
+        Inference semantics (dropout off, batchnorm with running statistics)."""
+        from ..errors import GraphconvError
+        raise GraphconvError(f"op '{self.name}' has no ONNX mapping")
+
 
 REGISTRY: dict[str, OpDef] = {}
 

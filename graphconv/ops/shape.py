@@ -32,6 +32,9 @@ class Identity(OpDef):
     def reference(self, attrs, xs, ps, ctx):
         return xs[0].copy()
 
+    def to_onnx(self, node, e):
+        e.add_node("Identity", [e.value(node.inputs[0])], e.out(node))
+
 
 @register
 class Flatten(OpDef):
@@ -46,6 +49,9 @@ class Flatten(OpDef):
 
     def reference(self, attrs, xs, ps, ctx):
         return xs[0].reshape(xs[0].shape[0], -1)
+
+    def to_onnx(self, node, e):
+        e.add_node("Flatten", [e.value(node.inputs[0])], e.out(node), axis=1)
 
 
 @register
@@ -88,6 +94,10 @@ class Reshape(OpDef):
     def reference(self, attrs, xs, ps, ctx):
         return xs[0].reshape(xs[0].shape[0], *attrs["shape"])
 
+    def to_onnx(self, node, e):
+        shape = e.ints([0, *node.attrs["shape"]], "shape")  # 0 keeps the batch dimension
+        e.add_node("Reshape", [e.value(node.inputs[0]), shape], e.out(node))
+
 
 @register
 class Pad(OpDef):
@@ -122,3 +132,14 @@ class Pad(OpDef):
         if attrs["mode"] == "constant":
             return np.pad(xs[0], width, mode="constant", constant_values=attrs["value"])
         return np.pad(xs[0], width, mode=attrs["mode"])
+
+    def to_onnx(self, node, e):
+        top, left, bottom, right = node.attrs["pads"]
+        mode = node.attrs["mode"]
+        ins = [e.value(node.inputs[0]), e.ints([top, left, bottom, right], "pads")]
+        if mode == "constant":
+            ins.append(e.scalar(node.attrs["value"], "value"))
+        else:
+            ins.append("")
+        ins.append(e.ints([2, 3], "axes"))
+        e.add_node("Pad", ins, e.out(node), mode=mode)

@@ -1,0 +1,263 @@
+"""Export of graphconv networks to ONNX (standard ops only).
+
+    export_onnx(net_or_graph, path=None, *, weights=None, opset=DEFAULT_OPSET, name=None, dtype=None,
+                external_data_threshold=EXTERNAL_DATA_THRESHOLD) -> onnx.ModelProto
+
+Each IR node becomes one ONNX node named like it (a few ops need helper nodes, named `<node>/<what>`); values keep
+their IR names (graph inputs, parameters as initializers, node outputs), and graph outputs take the spec's output
+names (through an Identity node when the output value has another name). The symbolic batch dimension stays
+symbolic (`dim_param "N"`). Every op defines its own mapping in its `OpDef.to_onnx` (graphconv/ops/).
+
+Models whose tensors take more than `external_data_threshold` bytes (default just under protobuf's 2 GiB limit) are
+saved with their initializers as ONNX external data in `<model file>.data` next to the model.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import GraphconvError
+from ..ir.graph import Graph, Node, TensorType, Value
+
+DEFAULT_OPSET = 21
+MIN_OPSET = 18   # Resize and Pad with `axes`, ReduceX with axes inputs
+MAX_OPSET = 23   # newest opset this exporter is tested with (onnxruntime >= 1.20 runs it)
+EXTERNAL_DATA_THRESHOLD = (2 << 30) - (64 << 20)  # bytes of tensors above which weights go to external data
+
+_NP_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+class ExportError(GraphconvError):
+    """A network cannot be exported to ONNX."""
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError as e:  # pragma: no cover - onnx is a dependency
+        raise ExportError("ONNX export needs the 'onnx' package (pip install onnx)") from e
+    return onnx
+
+
+class Emitter:
+    """What an op's `to_onnx` hook builds its ONNX nodes with (see OpDef.to_onnx)."""
+
+    def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray], opset: int, dtype: str):
+        self.onnx = _onnx()
+        self.graph = graph
+        self.weights = weights
+        self.opset = opset
+        self.dtype = dtype
+        self.np_dtype = np.dtype(_NP_DTYPES[dtype])
+        self.elem_type = self.onnx.helper.np_dtype_to_tensor_dtype(self.np_dtype)
+        self.nodes: list = []
+        self.initializers: dict[str, Any] = {}
+        self._used: set[str] = set(graph.values)
+        self._node_names: set[str] = set()
+        self.current: Node | None = None
+
+    # -- names --------------------------------------------------------------------------------------------------
+    def fresh(self, hint: str) -> str:
+        """A tensor name not used anywhere yet, based on `hint`."""
+        name, i = hint, 1
+        while name in self._used:
+            i += 1
+            name = f"{hint}_{i}"
+        self._used.add(name)
+        return name
+
+    def tmp(self, suffix: str) -> str:
+        """A name for an intermediate result of the current node: `<node>/<suffix>`."""
+        return self.fresh(f"{self.current.name}/{suffix}" if self.current is not None else suffix)
+
+    def value(self, v: Value) -> str:
+        """The ONNX name of an IR value; a parameter becomes an initializer on first use."""
+        if v.kind == "param" and v.name not in self.initializers:
+            self.initializers[v.name] = self.onnx.numpy_helper.from_array(self.param_array(v), v.name)
+        return v.name
+
+    def out(self, node: Node) -> str:
+        return node.output.name
+
+    def param_array(self, v: Value) -> np.ndarray:
+        """The data of a parameter (fixed data written in the spec, else the weights), in the export dtype."""
+        p = self.graph.params[v.name]
+        arr = p.data if p.data is not None else self.weights[v.name]
+        return np.array(arr, dtype=self.np_dtype, order="C")
+
+    # -- building -----------------------------------------------------------------------------------------------
+    def const(self, array: Any, hint: str = "const", *, dtype: Any = None) -> str:
+        """An extra initializer; floating data defaults to the export dtype, integers stay int64."""
+        arr = np.asarray(array)
+        if dtype is not None:
+            arr = arr.astype(dtype)
+        elif np.issubdtype(arr.dtype, np.floating):
+            arr = arr.astype(self.np_dtype)
+        elif np.issubdtype(arr.dtype, np.integer):
+            arr = arr.astype(np.int64)
+        name = self.tmp(hint)
+        self.initializers[name] = self.onnx.numpy_helper.from_array(np.array(arr, order="C"), name)
+        return name
+
+    def scalar(self, x: float, hint: str = "scalar") -> str:
+        return self.const(np.array(x, dtype=self.np_dtype), hint)
+
+    def ints(self, xs, hint: str = "ints") -> str:
+        return self.const(np.array(list(xs), dtype=np.int64), hint)
+
+    def add_node(self, op_type: str, inputs: list[str], outputs: list[str] | str | None = None, *,
+                 name: str | None = None, **attrs: Any) -> str:
+        """Add an ONNX node; returns its (first) output name. The node that produces the IR node's output takes
+        the IR node's name, helper nodes `<node>/<op_type>`. `outputs` defaults to a fresh intermediate name."""
+        if outputs is None:
+            outputs = [self.tmp(op_type)]
+        elif isinstance(outputs, str):
+            outputs = [outputs]
+        if name is None:
+            base = self.current.name if self.current is not None else op_type
+            main = self.current is not None and self.current.output.name in outputs
+            name = base if main and base not in self._node_names else f"{base}/{op_type}"
+            i = 1
+            while name in self._node_names:
+                i += 1
+                name = f"{base}/{op_type}_{i}"
+        self._node_names.add(name)
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        self.nodes.append(self.onnx.helper.make_node(op_type, list(inputs), list(outputs), name=name, **attrs))
+        return outputs[0]
+
+    def value_info(self, name: str, t: TensorType):
+        return self.onnx.helper.make_tensor_value_info(name, self.elem_type, list(t.shape))
+
+
+def _network_parts(net_or_graph: Any, weights: Mapping[str, np.ndarray] | None) -> tuple[Graph, Mapping]:
+    from ..network import Network
+
+    if isinstance(net_or_graph, Network):
+        graph = net_or_graph.graph
+        weights = net_or_graph.weights if weights is None else weights
+    elif isinstance(net_or_graph, Graph):
+        graph = net_or_graph
+    else:
+        raise ExportError(f"export_onnx takes a Network or a Graph, got {type(net_or_graph).__name__}")
+    if weights is None:
+        from ..weights import init_weights
+
+        weights = init_weights(graph, 0)
+    elif not isinstance(weights, Mapping):
+        from ..weights import load_weights
+
+        weights = load_weights(weights, graph)
+    from ..reference.executor import prepare_weights
+
+    prepare_weights(graph, weights)  # raises WeightsError listing every problem
+    return graph, weights
+
+
+def check_opset(opset: Any) -> int:
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"ONNX opset {opset!r} is not supported; choose {MIN_OPSET} to {MAX_OPSET} "
+                          f"(default {DEFAULT_OPSET})")
+    return int(opset)
+
+
+def build_model(net_or_graph: Any, *, weights: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
+                opset: int = DEFAULT_OPSET, name: str | None = None, dtype: str | None = None):
+    """The ONNX ModelProto of a network, in memory (weights inline)."""
+    from ..ops import REGISTRY
+
+    onnx = _onnx()
+    opset = check_opset(opset)
+    graph, weights = _network_parts(net_or_graph, weights)
+    if dtype is None:
+        dtypes = {v.type.dtype for v in graph.inputs} or {"float32"}
+        dtype = "float64" if "float64" in dtypes else "float32"
+    if dtype not in _NP_DTYPES:
+        raise ExportError(f"unknown dtype {dtype!r}; choose float32 or float64")
+    e = Emitter(graph, weights, opset, dtype)
+    for node in graph.nodes:
+        op = REGISTRY.get(node.op)
+        if op is None:
+            raise ExportError(f"node '{node.name}': unknown op '{node.op}'")
+        e.current = node
+        try:
+            op.to_onnx(node, e)
+        except GraphconvError:
+            raise
+        except Exception as ex:  # noqa: BLE001 - report the node
+            raise ExportError(f"node '{node.name}' ({node.op}): cannot export to ONNX: {type(ex).__name__}: {ex}"
+                              ) from ex
+    e.current = None
+
+    # graph outputs under the spec's output names
+    outputs = []
+    out_names = set()
+    for out_name, v in graph.outputs.items():
+        src = e.value(v)
+        if out_name == src and src not in out_names and v.kind == "node":
+            target = src
+        else:
+            target = out_name if out_name not in e._used else e.fresh(f"output.{out_name}")
+            e._used.add(target)
+            e.add_node("Identity", [src], [target], name=e.fresh(f"output.{out_name}"))
+        out_names.add(target)
+        outputs.append(e.value_info(target, v.type))
+    inputs = [e.value_info(v.name, v.type) for v in graph.inputs]
+    value_info = [e.value_info(n.output.name, n.output.type) for n in graph.nodes if n.output.name not in out_names]
+    g = onnx.helper.make_graph(e.nodes, name or graph.name, inputs, outputs,
+                               initializer=list(e.initializers.values()), value_info=value_info)
+    opsets = [onnx.helper.make_opsetid("", opset)]
+    model = onnx.helper.make_model(g, opset_imports=opsets, producer_name="graphconv",
+                                   producer_version=_version())
+    model.ir_version = onnx.helper.find_min_ir_version_for(opsets)
+    if graph.meta.get("params"):
+        onnx.helper.set_model_props(model, {"graphconv.params": repr(graph.meta["params"])})
+    return model
+
+
+def tensor_bytes(model) -> int:
+    """Bytes of the initializers (what external data would move out of the model file)."""
+    total = 0
+    for t in model.graph.initializer:
+        total += len(t.raw_data) if t.raw_data else 0
+    return total
+
+
+def save_model(model, path: str | os.PathLike, *, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> bool:
+    """Write the model; its initializers go to `<file>.data` next to it when they take more than
+    `external_data_threshold` bytes. Returns whether external data was written."""
+    onnx = _onnx()
+    path = os.fspath(path)
+    external = tensor_bytes(model) > external_data_threshold
+    if external:
+        location = os.path.basename(path) + ".data"
+        data_path = os.path.join(os.path.dirname(os.path.abspath(path)), location)
+        if os.path.lexists(data_path):
+            os.remove(data_path)  # onnx appends to an existing file
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=location, size_threshold=0, convert_attribute=False)
+    else:
+        onnx.save_model(model, path)
+    return external
+
+
+def export_onnx(net_or_graph: Any, path: str | os.PathLike | None = None, *,
+                weights: Mapping[str, np.ndarray] | str | os.PathLike | None = None, opset: int = DEFAULT_OPSET,
+                name: str | None = None, dtype: str | None = None,
+                external_data_threshold: int = EXTERNAL_DATA_THRESHOLD):
+    """Export a Network (its weights) or a Graph (with `weights`, default: its initializers with seed 0) to ONNX.
+    Writes `path` when given (with `<path>.data` for models over `external_data_threshold` bytes; the returned
+    model then refers to that file). Returns the onnx.ModelProto."""
+    model = build_model(net_or_graph, weights=weights, opset=opset, name=name, dtype=dtype)
+    if path is not None:
+        save_model(model, path, external_data_threshold=external_data_threshold)
+    return model
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
