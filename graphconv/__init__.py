@@ -13,11 +13,12 @@ from .errors import (ExecutionError, GraphconvError, InputError, SpecError,  # n
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__", "load", "compile", "Network", "Model",
+    "__version__", "load", "import_onnx", "compile", "Network", "Model",
     "GraphconvError", "SpecError", "WeightsError", "InputError", "ExecutionError",
 ]
 
-_LAZY = {"load": "network", "compile": "network", "Network": "network", "Model": "network"}
+_LAZY = {"load": "network", "import_onnx": "network", "compile": "network", "Network": "network",
+         "Model": "network"}
 
 
 def __getattr__(name: str):

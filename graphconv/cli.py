@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="graph optimization level; only 0 (the graph as written) exists yet")
     p.add_argument("--dtype", choices=("float32", "float64"), default=None,
                    help="element type of the model (default: the spec's)")
+
+    p = sub.add_parser("import-onnx", parents=[common], help="import an ONNX model as a spec and weights",
+                       description="Import an ONNX model (e.g. exported by PyTorch): writes a readable spec OUT.gc "
+                                   "and its weights OUT.npz. `graphconv run MODEL.onnx` also runs a model directly.")
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.gc", help="the spec to write (weights: OUT.npz)")
     return parser
 
 
@@ -126,14 +132,36 @@ def _params(args) -> dict[str, Any]:
     return dict(args.sets)
 
 
+def _load(args, path: str, *, weights: bool = True):
+    """(graph, weights) of a spec or of an ONNX model. A model brings its own weights; a spec's come from --weights
+    or from its initializers seeded with --seed. With weights=False only the graph is made."""
+    from .errors import GraphconvError
+    from .weights import init_weights, load_weights
+
+    if path.lower().endswith(".onnx"):
+        if _params(args):
+            raise GraphconvError("--set applies to specs, not to ONNX models")
+        from .onnx.importer import import_onnx
+
+        graph, w = import_onnx(path)
+        if weights and getattr(args, "weights", None):
+            w = load_weights(args.weights, graph)
+        return graph, w
+    from .spec import load_graph
+
+    graph = load_graph(path, _params(args) or None)
+    if not weights:
+        return graph, None
+    return graph, (load_weights(args.weights, graph) if args.weights else init_weights(graph, args.seed))
+
+
 def cmd_check(args) -> int:
     from .errors import GraphconvError
-    from .spec import load_graph
 
     failed = False
     for path in args.specs:
         try:
-            graph = load_graph(path, _params(args) or None)
+            graph, _ = _load(args, path, weights=False)
         except GraphconvError as e:
             failed = True
             _err(str(e) if _is_spec_error(e) else f"error: {e}")
@@ -143,10 +171,9 @@ def cmd_check(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from .spec import load_graph
     from .summary import format_summary, summarize
 
-    graph = load_graph(args.spec, _params(args) or None)
+    graph, _ = _load(args, args.spec, weights=False)
     d = summarize(graph)
     if args.json:
         print(json.dumps(d, indent=2))
@@ -248,19 +275,17 @@ def _save_outputs(path: str, outputs: dict[str, Any]) -> None:
 
 def cmd_run(args) -> int:
     from .network import Network, compile
-    from .spec import load_graph
-    from .weights import init_weights, load_weights
 
-    graph = load_graph(args.spec, _params(args) or None)
+    graph, weights = _load(args, args.spec)
     given = _gather_inputs(args, graph)
-    weights = load_weights(args.weights, graph) if args.weights else init_weights(graph, args.seed)
     net = Network(graph, weights)
     model = compile(net, args.backend, dtype=args.dtype, device=args.device)
     notes: list[str] = []
     inputs = {**given, **_random_inputs(graph, given, args.batch, args.seed, args.dtype, notes)}
     outputs = model.run(inputs)
-    print(f"network {graph.name}: {graph.num_params():,} params, backend {args.backend}, {args.dtype}"
-          + (f", weights {args.weights}" if args.weights else f", initial weights (seed {args.seed})"))
+    source = (f"weights {args.weights}" if args.weights else "the model's weights"
+              if args.spec.lower().endswith(".onnx") else f"initial weights (seed {args.seed})")
+    print(f"network {graph.name}: {graph.num_params():,} params, backend {args.backend}, {args.dtype}, {source}")
     notes = [f"input {k}: {list(a.shape)} {a.dtype} from file" for k, a in given.items()] + notes
     for line in notes:
         print(line)
@@ -275,14 +300,11 @@ def cmd_run(args) -> int:
 def cmd_export_onnx(args) -> int:
     from .network import Network
     from .onnx.export import export_onnx
-    from .spec import load_graph
-    from .weights import init_weights, load_weights
 
     if args.opt_level:
         _err(f"note: -O{args.opt_level}: graph optimizations are not implemented yet; exporting the graph as "
              "written (-O0)")
-    graph = load_graph(args.spec, _params(args) or None)
-    weights = load_weights(args.weights, graph) if args.weights else init_weights(graph, args.seed)
+    graph, weights = _load(args, args.spec)
     model = export_onnx(Network(graph, weights), args.output, opset=args.opset, dtype=args.dtype)
     external = any(t.data_location == 1 for t in model.graph.initializer)
     print(f"wrote {args.output}: network {graph.name}, {len(model.graph.node)} ONNX nodes, opset {args.opset}, "
@@ -292,7 +314,26 @@ def cmd_export_onnx(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"check": cmd_check, "summary": cmd_summary, "run": cmd_run, "export-onnx": cmd_export_onnx}
+def cmd_import_onnx(args) -> int:
+    from .onnx.importer import import_onnx
+    from .spec.writer import write_spec
+    from .weights import save_weights
+
+    graph, weights = import_onnx(args.model)
+    out = args.output
+    weights_path = os.path.splitext(out)[0] + ".npz"
+    text = write_spec(graph)
+    with open(out, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    save_weights(weights_path, weights)
+    print(f"wrote {out} and {weights_path}: network {graph.name}, {len(graph.nodes)} layers, "
+          f"{graph.num_params():,} params")
+    print(f"run it with: graphconv run {out} --weights {weights_path}")
+    return EXIT_OK
+
+
+COMMANDS = {"check": cmd_check, "summary": cmd_summary, "run": cmd_run, "export-onnx": cmd_export_onnx,
+            "import-onnx": cmd_import_onnx}
 
 
 # -- entry point ----------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 from .errors import GraphconvError, InputError, did_you_mean
 from .ir.graph import DTYPES, Graph
 
-__all__ = ["Network", "Model", "load", "compile", "BACKENDS"]
+__all__ = ["Network", "Model", "load", "import_onnx", "compile", "BACKENDS"]
 
 
 class Network:
@@ -71,25 +71,47 @@ def load(path: str | os.PathLike, *, weights: str | os.PathLike | Mapping[str, n
          seed: int = 0, **params: Any) -> Network:
     """Load the spec at `path` with network parameters `params` (e.g. num_classes=10). Weights come from an .npz
     file (or a dict, checked the same way) when `weights` is given, else from the initializers seeded with `seed`.
+    An `.onnx` path is imported with its own weights (see `import_onnx`).
     Raises SpecError (every problem in the spec) or WeightsError."""
+    if os.fspath(path).lower().endswith(".onnx"):
+        if params:
+            raise GraphconvError(f"network parameters ({', '.join(params)}) apply to specs, not to ONNX models")
+        net = import_onnx(path)
+        if weights is not None:
+            net = Network(net.graph, _checked_weights(net.graph, weights))
+        return net
     return load_network(path, params, weights=weights, seed=seed)
+
+
+def import_onnx(path: str | os.PathLike) -> Network:
+    """Import an ONNX model (e.g. exported by PyTorch) as a network with the model's weights. Raises
+    GraphconvError naming every unsupported op, or any unsafe or malformed part of the file."""
+    from .onnx.importer import import_onnx as _import
+
+    graph, weights = _import(os.fspath(path))
+    return Network(graph, weights)
+
+
+def _checked_weights(graph: Graph, weights: str | os.PathLike | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from .weights import load_weights
+
+    if isinstance(weights, Mapping):
+        from .reference.executor import prepare_weights
+
+        prepare_weights(graph, weights)  # raises WeightsError listing every problem
+        return dict(weights)
+    return load_weights(weights, graph)
 
 
 def load_network(path: str | os.PathLike, params: Mapping[str, Any] | None = None, *,
                  weights: str | os.PathLike | Mapping[str, np.ndarray] | None = None, seed: int = 0) -> Network:
     """`load` with the network parameters as a dict (for parameters named like load's own keywords)."""
     from . import spec
-    from .weights import load_weights
 
     graph = spec.load_graph(os.fspath(path), dict(params) if params else None)
     if weights is None:
         return Network(graph, seed=seed)
-    if isinstance(weights, Mapping):
-        from .reference.executor import prepare_weights
-
-        prepare_weights(graph, weights)  # raises WeightsError listing every problem
-        return Network(graph, weights)
-    return Network(graph, load_weights(weights, graph))
+    return Network(graph, _checked_weights(graph, weights))
 
 
 class Model:
