@@ -170,6 +170,10 @@ def build_sample(op: schema.OpDef):
                 if e.attr is not None and e.attr not in given:
                     given[e.attr] = sample_value(op.attr(e.attr).kind)
                     continue
+                axes = list(range(len(in_types[0].shape)))
+                if e.attr in given and isinstance(op.attr(e.attr).kind, schema.IntList) and given[e.attr] != axes:
+                    given[e.attr] = axes  # a list of axes (transpose's perm) rather than a shape
+                    continue
                 break
     return None
 

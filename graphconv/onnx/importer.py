@@ -861,6 +861,32 @@ def _reshape(imp, n):
         imp.bind(n, imp.emit(n, "reshape", [x], shape=out))
 
 
+@handles("Transpose")
+def _transpose(imp, n):
+    a = _attrs(n)
+    if n.input[0] in imp.consts:
+        c = imp.consts[n.input[0]]
+        perm = a.get("perm")
+        try:
+            imp.consts[n.output[0]] = np.transpose(c, None if perm is None else [int(p) for p in perm])
+        except Exception as e:  # noqa: BLE001
+            raise _Unsupported(f"cannot fold a constant transpose: {e}") from None
+        return
+    x = imp.tensor(n, 0)
+    r = x.type.rank
+    perm = [int(p) for p in a["perm"]] if "perm" in a else list(range(r - 1, -1, -1))  # default: reverse
+    if sorted(perm) != list(range(r)):
+        raise imp.fail(n, f"perm {perm} is not a permutation of the {r} axes of its input {x.type}")
+    if perm[0] != 0:
+        raise _Unsupported(f"perm {perm}{'' if 'perm' in a else ' (the default: all axes reversed)'} moves the "
+                           f"batch dimension of {x.type}; graphconv keeps the batch dimension first (perm[0] must "
+                           "be 0)")
+    if perm == list(range(r)):
+        imp.bind(n, imp.emit(n, "identity", [x]))
+    else:
+        imp.bind(n, imp.emit(n, "transpose", [x], perm=perm))
+
+
 @handles("Pad")
 def _pad(imp, n):
     a = _attrs(n)

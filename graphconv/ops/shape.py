@@ -1,4 +1,4 @@
-"""Data movement: flatten, reshape, pad, identity. The batch dimension is always kept."""
+"""Data movement: flatten, reshape, transpose, pad, identity. The batch dimension is always kept."""
 
 from __future__ import annotations
 
@@ -97,6 +97,39 @@ class Reshape(OpDef):
     def to_onnx(self, node, e):
         shape = e.ints([0, *node.attrs["shape"]], "shape")  # 0 keeps the batch dimension
         e.add_node("Reshape", [e.value(node.inputs[0]), shape], e.out(node))
+
+
+@register
+class Transpose(OpDef):
+    name = "transpose"
+    doc = ("permute the axes of x: output axis i is input axis perm[i] (as numpy.transpose and ONNX Transpose); "
+           "perm lists every axis including the batch, and perm[0] must be 0 (the batch dimension stays first)")
+    attrs = (Attr("perm", IntList(min_len=1), doc="a permutation of all axes, batch first, e.g. [0, 2, 1, 3, 4]"),)
+    fusion = "injective"
+
+    def check_attr_combination(self, attrs):
+        perm = list(attrs["perm"])
+        if sorted(perm) != list(range(len(perm))):
+            raise OpError(f"transpose: perm {perm} is not a permutation of the axes 0..{len(perm) - 1} (each "
+                          "exactly once)", attr="perm")
+        if perm[0] != 0:
+            raise OpError(f"transpose: perm {perm} moves the batch dimension; perm[0] must be 0 because the batch "
+                          "dimension stays first", attr="perm",
+                          hint="permute only the axes after the batch, e.g. [0, 2, 1, 3, 4]")
+
+    def infer(self, attrs, in_types):
+        x = in_types[0]
+        perm = attrs["perm"]
+        if len(perm) != x.rank:
+            raise OpError(f"transpose: perm {list(perm)} has {len(perm)} axes, but the input {x} has rank {x.rank}",
+                          attr="perm")
+        return TensorType(tuple(x.shape[p] for p in perm), x.dtype)
+
+    def reference(self, attrs, xs, ps, ctx):
+        return np.ascontiguousarray(np.transpose(xs[0], attrs["perm"]))
+
+    def to_onnx(self, node, e):
+        e.add_node("Transpose", [e.value(node.inputs[0])], e.out(node), perm=list(node.attrs["perm"]))
 
 
 @register

@@ -37,6 +37,8 @@ CASES = [
     ("dense-nobias", "dense", [(7,)], dict(units=5, bias=False)),
     ("flatten", "flatten", [X4], {}),
     ("reshape", "reshape", [X4], dict(shape=[11, -1])),
+    ("transpose", "transpose", [X4], dict(perm=[0, 3, 1, 2])),
+    ("transpose-shuffle", "transpose", [(2, 3, 9, 11)], dict(perm=[0, 2, 1, 3, 4])),
     ("relu", "relu", [X4], {}),
     ("leaky_relu", "leaky_relu", [X4], dict(alpha=0.2)),
     ("elu", "elu", [X4], dict(alpha=0.7)),

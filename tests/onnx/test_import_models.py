@@ -151,20 +151,61 @@ def densenet():
     return b.model((2, 3, 8, 8), ["output"], name="densenet"), (2, 3, 8, 8)
 
 
-def shufflenet():
-    b = Builder(7)
-    y = b.conv("input", 4, 4, 1, "conv", pad=0)
-    shape1 = b.const(np.array([0, 2, 2, 4, 4], np.int64), "/Constant")
-    y = b.node("Reshape", [y, shape1], "/Reshape")
-    y = b.node("Transpose", [y], "/Transpose", perm=[0, 2, 1, 3, 4])
-    shape2 = b.const(np.array([0, 4, 4, 4], np.int64), "/Constant_1")
-    b.node("Reshape", [y, shape2], "/Reshape_1")
+def _channel_shuffle(b: Builder, x: str, c: int, hw: int, prefix: str, batch: int | None) -> str:
+    """torchvision's channel_shuffle(x, 2) as torch.onnx.export writes it: x.view(N, 2, C/2, H, W) -> Reshape,
+    torch.transpose(x, 1, 2) -> Transpose perm [0, 2, 1, 3, 4], x.view(N, -1, H, W) -> Reshape. With a dynamic batch
+    the batch size comes from Shape -> Gather -> Unsqueeze, concatenated with the constant dimensions; with a fixed
+    batch the target shapes are constants."""
+    if batch is None:
+        shape = b.node("Shape", [x], f"{prefix}/Shape")
+        g = b.node("Gather", [shape, b.const(np.array(0, np.int64), f"{prefix}/Constant")], f"{prefix}/Gather", axis=0)
+        n = b.node("Unsqueeze", [g, b.const(np.array([0], np.int64), f"{prefix}/Constant_1")], f"{prefix}/Unsqueeze")
+        rest = b.const(np.array([2, c // 2, hw, hw], np.int64), f"{prefix}/Constant_2")
+        shape1 = b.node("Concat", [n, rest], f"{prefix}/Concat_1", axis=0)
+        rest2 = b.const(np.array([-1, hw, hw], np.int64), f"{prefix}/Constant_3")
+        shape2 = b.node("Concat", [n, rest2], f"{prefix}/Concat_2", axis=0)
+    else:
+        shape1 = b.const(np.array([batch, 2, c // 2, hw, hw], np.int64), f"{prefix}/Constant")
+        shape2 = b.const(np.array([batch, -1, hw, hw], np.int64), f"{prefix}/Constant_1")
+    y = b.node("Reshape", [x, shape1], f"{prefix}/Reshape", allowzero=0)
+    y = b.node("Transpose", [y], f"{prefix}/Transpose", perm=[0, 2, 1, 3, 4])
+    return b.node("Reshape", [y, shape2], f"{prefix}/Reshape_1", allowzero=0)
+
+
+def _downsample_unit(b: Builder, x: str, cin: int, cout: int, hw: int, p: str, batch: int | None) -> str:
+    """torchvision ShuffleNetV2 InvertedResidual with stride 2 (the first unit of each stage; no channel split):
+    branch1 = depthwise 3×3/2, 1×1, ReLU; branch2 = 1×1, ReLU, depthwise 3×3/2, 1×1, ReLU; concat; channel shuffle.
+    BatchNorm is folded into the convolutions, as torch.onnx.export writes eval-mode models."""
+    f = cout // 2
+    pp = f"{p.split('.')[0]}/{p}"  # /stage2/stage2.0
+    b1 = b.conv(x, cin, cin, 3, f"{p}.branch1.0", stride=2, group=cin, bias=True)
+    b1 = b.relu(b.conv(b1, cin, f, 1, f"{p}.branch1.2", pad=0, bias=True), f"{p}.branch1.4")
+    b2 = b.relu(b.conv(x, cin, f, 1, f"{p}.branch2.0", pad=0, bias=True), f"{p}.branch2.2")
+    b2 = b.conv(b2, f, f, 3, f"{p}.branch2.3", stride=2, group=f, bias=True)
+    b2 = b.relu(b.conv(b2, f, f, 1, f"{p}.branch2.5", pad=0, bias=True), f"{p}.branch2.7")
+    y = b.node("Concat", [b1, b2], f"/{pp}/Concat", axis=1)
+    return _channel_shuffle(b, y, cout, hw // 2, f"/{pp}", batch)
+
+
+def shufflenet(batch: int | None = None):
+    """A small ShuffleNetV2 made of downsampling units only: the basic units split the channels with
+    x.chunk(2, dim=1) (ONNX Split, two outputs), which graphconv cannot express (it has no slicing op)."""
+    b = Builder(7) if batch is None else Builder(7, batch=batch)
+    y = b.relu(b.conv("input", 3, 8, 3, "conv1.0", stride=2, bias=True), "conv1.2")
+    y = b.node("MaxPool", [y], "/maxpool/MaxPool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    y = _downsample_unit(b, y, 8, 16, 8, "stage2.0", batch)
+    y = _downsample_unit(b, y, 16, 32, 4, "stage3.0", batch)
+    y = b.relu(b.conv(y, 32, 16, 1, "conv5.0", pad=0, bias=True), "conv5.2")
+    y = b.node("ReduceMean", [y], "/ReduceMean", axes=[2, 3], keepdims=0)
+    b.gemm(y, 16, 5, "fc")
     _out(b)
-    return b.model((2, 4, 4, 4), ["output"], name="shufflenet"), (2, 4, 4, 4)
+    shape = (2 if batch is None else batch, 3, 32, 32)
+    return b.model(shape, ["output"], name="shufflenet_v2"), shape
 
 
 MODELS = {"resnet": resnet, "resnet_flatten_op": lambda: resnet(False), "vgg": vgg, "alexnet": alexnet,
-          "googlenet": googlenet, "mobilenet_v2": mobilenet_v2, "squeezenet": squeezenet, "densenet": densenet}
+          "googlenet": googlenet, "mobilenet_v2": mobilenet_v2, "squeezenet": squeezenet, "densenet": densenet,
+          "shufflenet_v2": shufflenet, "shufflenet_v2_batch1": lambda: shufflenet(1)}
 
 
 @pytest.mark.parametrize("arch", sorted(MODELS))
@@ -206,17 +247,88 @@ def test_batch_size_is_symbolic():
     assert run_graph(graph, {graph.inputs[0].name: x}, weights)["output_"].shape == (5, 5)
 
 
-def test_shufflenet_transpose_reported_as_unsupported():
-    model, _ = shufflenet()
+def test_shufflenet_channel_shuffle_imports_as_reshape_transpose_reshape():
+    graph, _ = import_onnx(shufflenet()[0])
+    ops = [n.op for n in graph.nodes]
+    assert ops.count("transpose") == 2 and ops.count("reshape") == 4
+    shuffles = [(n.op, n.attrs, n.output.type) for n in graph.nodes if n.op in ("reshape", "transpose")][:3]
+    assert [(op, attrs, str(t)) for op, attrs, t in shuffles] == [
+        ("reshape", {"shape": (2, 8, 4, 4)}, "f32[N, 2, 8, 4, 4]"),
+        ("transpose", {"perm": (0, 2, 1, 3, 4)}, "f32[N, 8, 2, 4, 4]"),
+        ("reshape", {"shape": (16, 4, 4)}, "f32[N, 16, 4, 4]")]
+    # the batch size stays symbolic through the shuffle
+    model, shape = shufflenet()
+    graph, weights = import_onnx(model)
+    x = np.random.default_rng(1).normal(size=(3, *shape[1:])).astype(np.float32)
+    assert run_graph(graph, {graph.inputs[0].name: x}, weights)["output_"].shape == (3, 5)
+
+
+def _basic_unit(split: str):
+    """ShuffleNetV2's stride-1 unit: x1, x2 = x.chunk(2, dim=1) (Split, or two Slices), branch2 on x2, concat."""
+    b = Builder(8)
+    x = b.conv("input", 3, 8, 3, "conv1.0", bias=True)
+    if split == "Split":  # opset 13+: the split sizes are an input
+        b.node("Split", [x, b.init("split", np.array([4, 4], np.int64))], "/stage2/stage2.1/Split", n_out=2,
+               axis=1)
+        x1, x2 = "/stage2/stage2.1/Split_output_0", "/stage2/stage2.1/Split_output_1"
+    else:
+        ax = b.init("axes", np.array([1], np.int64))
+        x1 = b.node("Slice", [x, b.init("s0", np.array([0], np.int64)), b.init("e0", np.array([4], np.int64)), ax],
+                    "/stage2/stage2.1/Slice")
+        x2 = b.node("Slice", [x, b.init("s1", np.array([4], np.int64)), b.init("e1", np.array([8], np.int64)), ax],
+                    "/stage2/stage2.1/Slice_1")
+    y = b.relu(b.conv(x2, 4, 4, 1, "stage2.1.branch2.0", pad=0, bias=True), "stage2.1.branch2.2")
+    b.node("Concat", [x1, y], "/stage2/stage2.1/Concat", axis=1)
+    _out(b)
+    return b.model((2, 3, 8, 8), ["output"])
+
+
+def test_shufflenet_basic_unit_channel_split_is_not_importable():
+    """graphconv ops have one output and there is no slicing op, so x.chunk(2, dim=1) cannot be expressed."""
     with pytest.raises(GraphconvError) as e:
-        import_onnx(model)
-    assert "Transpose: 1 node (/Transpose)" in str(e.value)
+        import_onnx(_basic_unit("Split"))
+    assert "Split: 1 node (/stage2/stage2.1/Split)" in str(e.value)
+    with pytest.raises(GraphconvError) as e:
+        import_onnx(_basic_unit("Slice"))
+    msg = str(e.value)
+    assert "2 nodes cannot be imported" in msg and "Slice node '/stage2/stage2.1/Slice'" in msg
+    assert "runtime tensor" in msg
+
+
+@pytest.mark.parametrize("perm, default", [([1, 0, 2, 3], False), (None, True), ([0, 1, 3, 2, 0], None)])
+def test_transpose_of_the_batch_dimension_is_refused(perm, default):
+    b = Builder()
+    y = b.conv("input", 2, 4, 3, "conv")
+    attrs = {} if perm is None else {"perm": perm}
+    b.node("Transpose", [y], "/Transpose", **attrs)
+    _out(b)
+    with pytest.raises(GraphconvError) as e:
+        import_onnx(b.model((1, 2, 3, 3), ["output"]))
+    msg = str(e.value)
+    if default is None:
+        assert "node '/Transpose' (Transpose): perm [0, 1, 3, 2, 0] is not a permutation of the 4 axes" in msg
+    else:
+        assert "Transpose node '/Transpose'" in msg and "moves the batch dimension" in msg
+        assert "perm[0] must be 0" in msg and ("the default: all axes reversed" in msg) == default
+
+
+def test_transpose_identity_and_constant_fold():
+    b = Builder()
+    y = b.conv("input", 2, 4, 3, "conv")
+    y = b.node("Transpose", [y], "/Transpose", perm=[0, 1, 2, 3])
+    y = b.node("Transpose", [y], "/Transpose_1", perm=[0, 1, 3, 2])
+    m = b.node("Transpose", [b.init("m", np.arange(4, dtype=np.float32).reshape(1, 4, 1, 1))], "/Transpose_2",
+               perm=[0, 1, 3, 2])
+    b.node("Mul", [y, m], "/Mul")
+    _out(b)
+    graph, _, _, _ = check_against_ort(b.model((2, 2, 5, 4), ["output"]), (2, 2, 5, 4))
+    assert [n.op for n in graph.nodes] == ["conv2d", "identity", "transpose", "conv2d"]
 
 
 def test_unsupported_ops_listed_together():
     b = Builder()
-    y = b.node("Transpose", ["input"], "/t1", perm=[0, 1, 3, 2])
-    y = b.node("Transpose", [y], "/t2", perm=[0, 1, 3, 2])
+    y = b.node("Softplus", ["input"], "/t1")
+    y = b.node("Softplus", [y], "/t2")
     y = b.node("Erf", [y], "/erf")
     b.node("HardSwish", [y], "/hs")
     _out(b)
@@ -224,7 +336,7 @@ def test_unsupported_ops_listed_together():
         import_onnx(b.model((1, 2, 3, 3), ["output"]))
     msg = str(e.value)
     assert "3 op types" in msg
-    assert "Transpose: 2 nodes (/t1, /t2)" in msg and "Erf: 1 node (/erf)" in msg and "HardSwish" in msg
+    assert "Softplus: 2 nodes (/t1, /t2)" in msg and "Erf: 1 node (/erf)" in msg and "HardSwish" in msg
 
 
 def test_unsupported_cases_listed_together():

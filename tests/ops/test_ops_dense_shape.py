@@ -1,4 +1,4 @@
-"""dense, flatten, reshape, pad, identity."""
+"""dense, flatten, reshape, transpose, pad, identity."""
 
 from __future__ import annotations
 
@@ -112,6 +112,67 @@ def test_reshape_errors(target, text):
 
 def test_reshape_requires_shape():
     assert op_error("reshape", [tt(4)]).attr == "shape"
+
+
+# -- transpose --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("perm, expect", [
+    ([0, 2, 1, 3, 4], (4, 2, 5, 6)), ([0, 1, 2, 3, 4], (2, 4, 5, 6)), ([0, 4, 3, 2, 1], (6, 5, 4, 2)),
+    ([0, 3, 1, 4, 2], (5, 2, 6, 4)),
+])
+def test_transpose_shapes(perm, expect):
+    built = build("transpose", [tt(2, 4, 5, 6)], perm=perm)
+    assert built.out == tt(*expect)
+    assert built.attrs == {"perm": tuple(perm)}
+    assert built.op.fusion == "injective" and built.params == []
+    assert build("transpose", [tt(3, 7)], perm=[0, 2, 1]).out == tt(7, 3)
+    assert build("transpose", [tt(3, 7, dtype="float64")], perm=[0, 2, 1]).out == tt(7, 3, dtype="float64")
+
+
+@pytest.mark.parametrize("perm, shape", [
+    ([0, 2, 1, 3, 4], (2, 2, 3, 4, 5)),  # ShuffleNet's channel shuffle
+    ([0, 3, 1, 2], (3, 2, 4, 5)),
+    ([0, 2, 1], (2, 3, 4)),
+    ([0, 1, 3, 2], (1, 3, 4, 5)),
+    ([0], (4,)),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transpose_matches_onnxruntime(perm, shape, dtype):
+    x = randn(*shape, seed=8, dtype=dtype)
+    y, _, _ = run("transpose", [x], perm=perm)
+    assert y.dtype == dtype and y.flags.c_contiguous
+    np.testing.assert_array_equal(y, ort_run("Transpose", [x], dict(perm=perm)))
+
+
+def test_transpose_channel_shuffle():
+    """reshape [N, g, C/g, H, W] -> transpose [0, 2, 1, 3, 4] -> reshape [N, C, H, W] interleaves the groups."""
+    x = np.arange(6, dtype=np.float32).reshape(1, 6, 1, 1) * np.ones((1, 1, 2, 2), np.float32)
+    y, _, _ = run("reshape", [x], shape=[2, 3, 2, 2])
+    y, _, _ = run("transpose", [y], perm=[0, 2, 1, 3, 4])
+    y, _, _ = run("reshape", [y], shape=[6, 2, 2])
+    np.testing.assert_array_equal(y[0, :, 0, 0], [0, 3, 1, 4, 2, 5])
+
+
+@pytest.mark.parametrize("perm, in_type, text", [
+    ([1, 0, 2, 3], tt(3, 4, 5), r"perm \[1, 0, 2, 3\] moves the batch dimension; perm\[0\] must be 0"),
+    ([2, 1, 0], tt(3, 4), r"perm\[0\] must be 0 because the batch dimension stays first"),
+    ([0, 1, 1, 3], tt(3, 4, 5), r"perm \[0, 1, 1, 3\] is not a permutation of the axes 0\.\.3"),
+    ([0, 1, 2, 4], tt(3, 4, 5), "is not a permutation"),
+    ([0, -1, 2, 1], tt(3, 4, 5), "is not a permutation"),
+    ([1, 2, 3], tt(3, 4, 5), "is not a permutation"),
+    ([0, 2, 1], tt(3, 4, 5), r"perm \[0, 2, 1\] has 3 axes, but the input f32\[N, 3, 4, 5\] has rank 4"),
+    ([0, 1, 2, 3, 4], tt(3, 4, 5), "has 5 axes, but the input"),
+    ([], tt(3, 4, 5), "expected a list of integers"),
+    ("c", tt(3, 4, 5), "expected a list of integers"),
+])
+def test_transpose_errors(perm, in_type, text):
+    e = op_error("transpose", [in_type], perm=perm)
+    assert e.attr == "perm" and re.search(text, e.message), e.message
+
+
+def test_transpose_batch_error_has_hint_and_perm_is_required():
+    assert "[0, 2, 1, 3, 4]" in op_error("transpose", [tt(3, 4, 5)], perm=[3, 1, 2, 0]).hint
+    assert op_error("transpose", [tt(3, 4)]).attr == "perm"
 
 
 # -- pad --------------------------------------------------------------------------------------------------------
