@@ -18,6 +18,7 @@ import os
 from typing import Any, Mapping
 
 import numpy as np
+import onnx
 
 from ..errors import GraphconvError
 from ..ir.graph import Graph, Node, TensorType, Value
@@ -34,19 +35,12 @@ class ExportError(GraphconvError):
     """A network cannot be exported to ONNX."""
 
 
-def _onnx():
-    try:
-        import onnx
-    except ImportError as e:  # pragma: no cover - onnx is a dependency
-        raise ExportError("ONNX export needs the 'onnx' package (pip install onnx)") from e
-    return onnx
-
 
 class Emitter:
     """What an op's `to_onnx` hook builds its ONNX nodes with (see OpDef.to_onnx)."""
 
     def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray], opset: int, dtype: str):
-        self.onnx = _onnx()
+        self.onnx = onnx
         self.graph = graph
         self.weights = weights
         self.opset = opset
@@ -169,7 +163,6 @@ def build_model(net_or_graph: Any, *, weights: Mapping[str, np.ndarray] | str | 
     """The ONNX ModelProto of a network, in memory (weights inline)."""
     from ..ops import REGISTRY
 
-    onnx = _onnx()
     opset = check_opset(opset)
     graph, weights = _network_parts(net_or_graph, weights)
     if dtype is None:
@@ -229,7 +222,6 @@ def tensor_bytes(model) -> int:
 def save_model(model, path: str | os.PathLike, *, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> bool:
     """Write the model; its initializers go to `<file>.data` next to it when they take more than
     `external_data_threshold` bytes. Returns whether external data was written."""
-    onnx = _onnx()
     path = os.fspath(path)
     external = tensor_bytes(model) > external_data_threshold
     if external:

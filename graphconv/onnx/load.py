@@ -16,6 +16,7 @@ import stat
 from typing import Iterator
 
 import numpy as np
+import onnx
 
 from ..errors import GraphconvError
 
@@ -28,13 +29,6 @@ MAX_DIMS = 8
 class OnnxError(GraphconvError):
     """An ONNX file is unreadable, unsafe, or uses something graphconv cannot import."""
 
-
-def _onnx():
-    try:
-        import onnx
-    except ImportError as e:  # pragma: no cover - onnx is a dependency
-        raise OnnxError("reading ONNX files needs the 'onnx' package (pip install onnx)") from e
-    return onnx
 
 
 def _all_tensors(graph) -> Iterator:
@@ -73,7 +67,6 @@ def _check_dims(t, where: str) -> int:
 
 def check_tensor_sizes(model, where: str = "model") -> None:
     """Declared sizes of every tensor against the limits (before any of them is allocated)."""
-    onnx = _onnx()
     total = 0
     for t in _all_tensors(model.graph):
         total += _check_dims(t, where) * _itemsize(onnx, t.data_type)
@@ -105,7 +98,6 @@ def _resolve_location(folder: str, location: str, tensor: str) -> str:
 
 def load_external(model, folder: str) -> None:
     """Check every external tensor, then read the data into the tensors (in place)."""
-    onnx = _onnx()
     plan = []
     for t in _all_tensors(model.graph):
         if t.data_location != onnx.TensorProto.EXTERNAL:
@@ -156,13 +148,11 @@ def load_external(model, folder: str) -> None:
 
 
 def has_external(model) -> bool:
-    onnx = _onnx()
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in _all_tensors(model.graph))
 
 
 def load_model(path: str | os.PathLike):
     """Read an ONNX model safely (see the module docstring). Raises OnnxError."""
-    onnx = _onnx()
     path = os.fspath(path)
     try:
         st = os.stat(path)
