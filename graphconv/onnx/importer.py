@@ -353,15 +353,21 @@ def _need_2d(imp: Importer, n, x: Value):
         raise _Unsupported(f"only 2-d (rank-4 [N, C, H, W]) inputs are supported, got {x.type}")
 
 
-@handles("Conv")
-def _conv(imp: Importer, n):
+def _conv_operands(imp: Importer, n, what: str):
+    """(input, weight, bias or None, attributes) of a Conv or ConvTranspose node, which must be 2-d."""
     x = imp.tensor(n, 0)
     w = imp.const(n, 1, "weight")
     b = imp.const(n, 2, "bias")
     a = _attrs(n)
     _need_2d(imp, n, x)
     if w.ndim != 4:
-        raise _Unsupported(f"weight of rank {w.ndim}; only 2-d convolutions are supported")
+        raise _Unsupported(f"weight of rank {w.ndim}; only 2-d {what} are supported")
+    return x, w, b, a
+
+
+@handles("Conv")
+def _conv(imp: Importer, n):
+    x, w, b, a = _conv_operands(imp, n, "convolutions")
     ks = a.get("kernel_shape")
     if ks is not None and list(ks) != list(w.shape[2:]):
         raise imp.fail(n, f"kernel_shape {list(ks)} does not match the weight's {list(w.shape[2:])}")
@@ -381,13 +387,7 @@ def _conv(imp: Importer, n):
 
 @handles("ConvTranspose")
 def _conv_t(imp: Importer, n):
-    x = imp.tensor(n, 0)
-    w = imp.const(n, 1, "weight")
-    b = imp.const(n, 2, "bias")
-    a = _attrs(n)
-    _need_2d(imp, n, x)
-    if w.ndim != 4:
-        raise _Unsupported(f"weight of rank {w.ndim}; only 2-d transposed convolutions are supported")
+    x, w, b, a = _conv_operands(imp, n, "transposed convolutions")
     group = int(a.get("group", 1))
     kernel = (int(w.shape[2]), int(w.shape[3]))
     stride = _spatial(imp, n, a, "strides", [1, 1])

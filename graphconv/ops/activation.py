@@ -158,15 +158,15 @@ class AxisUnary(Unary):
                           hint="samples must stay independent; use axis=1 (channels) or a later axis")
         return {**attrs, "axis": axis}
 
+    def onnx_attrs(self, attrs):
+        return {"axis": attrs["axis"]}
+
 
 @register
 class Softmax(AxisUnary):
     name = "softmax"
     doc = "exp(x) / sum(exp(x)) along axis (max-subtracted for stability)"
     onnx_op = "Softmax"
-
-    def onnx_attrs(self, attrs):
-        return {"axis": attrs["axis"]}
 
     def fn(self, x, attrs):
         e = np.exp(x - x.max(axis=attrs["axis"], keepdims=True))
@@ -178,9 +178,6 @@ class LogSoftmax(AxisUnary):
     name = "log_softmax"
     doc = "x - log(sum(exp(x))) along axis (max-subtracted for stability)"
     onnx_op = "LogSoftmax"
-
-    def onnx_attrs(self, attrs):
-        return {"axis": attrs["axis"]}
 
     def fn(self, x, attrs):
         shifted = x - x.max(axis=attrs["axis"], keepdims=True)
