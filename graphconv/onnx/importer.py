@@ -540,15 +540,8 @@ def _binary(imp: Importer, n):
     op = n.op_type
     if ca is None and cb is None:
         xa, xb = imp.tensor(n, 0), imp.tensor(n, 1)
-        if op in ("Add", "Mul"):
-            imp.bind(n, imp.emit(n, op.lower(), [xa, xb]))
-            return
-        if op == "Sub" and xb.type.rank == 4:
-            neg = _channel_affine(imp, n, xb, -1.0, None)
-            imp.bind(n, imp.emit(n, "add", [xa, neg]))
-            return
-        raise _Unsupported(f"{op} of two tensors ({xa.type}, {xb.type}); graphconv has add and mul only"
-                           + (" (Sub is supported on [N, C, H, W])" if op == "Sub" else ""))
+        imp.bind(n, imp.emit(n, op.lower(), [xa, xb]))
+        return
     if ca is not None:  # constant first
         x, c = imp.tensor(n, 1), ca
         if op == "Div":
@@ -1096,24 +1089,106 @@ def _cast(imp, n):
     imp.consts[n.output[0]] = data.astype(helper.tensor_dtype_to_np_dtype(to))
 
 
+def _int_list(imp, n, v, what: str) -> list[int]:
+    arr = np.asarray(v)
+    if arr.dtype == object or arr.ndim > 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise imp.fail(n, f"{what} must be a 1-d list of integers, got {arr.tolist()!r}")
+    return [int(x) for x in arr.reshape(-1)]
+
+
+def _batch_untouched(imp, start: int, end: int, step: int) -> bool:
+    """Whether a slice of the batch axis keeps every sample (torch writes x[:, a:b] with axes [1] only, but some
+    exporters list axis 0 with the full range)."""
+    if step != 1 or start not in (0, -(1 << 63)):
+        return False
+    return end >= (1 << 31) - 1 or (imp.batch_value is not None and end >= imp.batch_value)
+
+
 @handles("Slice")
 def _slice(imp, n):
-    data = _const_in(imp, n, 0, "data")
     a = _attrs(n)
     if imp.opset < 10:
         starts, ends, axes, steps = a.get("starts"), a.get("ends"), a.get("axes"), None
     else:
-        starts, ends = _const_in(imp, n, 1, "starts"), _const_in(imp, n, 2, "ends")
-        axes = _const_in(imp, n, 3, "axes") if len(n.input) > 3 else None
-        steps = _const_in(imp, n, 4, "steps") if len(n.input) > 4 else None
-    starts = [int(v) for v in np.asarray(starts).reshape(-1)]
-    ends = [int(v) for v in np.asarray(ends).reshape(-1)]
-    axes = list(range(len(starts))) if axes is None else [int(v) for v in np.asarray(axes).reshape(-1)]
-    steps = [1] * len(starts) if steps is None else [int(v) for v in np.asarray(steps).reshape(-1)]
-    sl = [slice(None)] * data.ndim
+        starts, ends = imp.const(n, 1, "starts"), imp.const(n, 2, "ends")
+        axes, steps = imp.const(n, 3, "axes"), imp.const(n, 4, "steps")
+    if starts is None or ends is None:
+        raise imp.fail(n, "needs starts and ends")
+    starts, ends = _int_list(imp, n, starts, "starts"), _int_list(imp, n, ends, "ends")
+    axes = list(range(len(starts))) if axes is None else _int_list(imp, n, axes, "axes")
+    steps = [1] * len(starts) if steps is None else _int_list(imp, n, steps, "steps")
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise imp.fail(n, f"starts, ends, axes and steps have different lengths ({len(starts)}, {len(ends)}, "
+                          f"{len(axes)}, {len(steps)})")
+    if 0 in steps:
+        raise imp.fail(n, "a step is 0")
+    data = imp.consts.get(n.input[0]) if n.input else None
+    if data is not None:  # shape arithmetic, folded
+        sl = [slice(None)] * data.ndim
+        for s, e, ax, st in zip(starts, ends, axes, steps):
+            sl[ax % data.ndim] = slice(s, e, st)
+        imp.consts[n.output[0]] = data[tuple(sl)]
+        return
+    x = imp.tensor(n, 0)
+    if len(set(ax % x.type.rank if -x.type.rank <= ax < x.type.rank else ax for ax in axes)) != len(axes):
+        raise imp.fail(n, f"axes {axes} repeat an axis")
+    cuts = []
     for s, e, ax, st in zip(starts, ends, axes, steps):
-        sl[ax % data.ndim] = slice(s, e, st)
-    imp.consts[n.output[0]] = data[tuple(sl)]
+        if ax % max(x.type.rank, 1) == 0 and -x.type.rank <= ax < x.type.rank:
+            if not _batch_untouched(imp, s, e, st):
+                raise _Unsupported(f"it slices the batch dimension ([{s}:{e}:{st}] of axis {ax}); samples must stay "
+                                   "independent")
+            continue
+        cuts.append((s, e, ax, st))
+    if not cuts:
+        imp.bind(n, imp.emit(n, "identity", [x]))
+        return
+    base = imp.layer_name(n)
+    for k, (s, e, ax, st) in enumerate(cuts):
+        name = base if k == 0 else imp.namer.claim(f"{base}_{k}")
+        x = imp.emit(n, "slice", [x], name=name, start=s, end=e, axis=ax, step=st)
+    imp.bind(n, x)
+
+
+@handles("Split")
+def _split(imp, n):
+    a = _attrs(n)
+    axis = int(a.get("axis", 0))
+    parts = len(n.output)
+    sizes = a.get("split") if imp.opset < 13 else imp.const(n, 1, "split")
+    data = imp.consts.get(n.input[0]) if n.input else None
+    x = None if data is not None else imp.tensor(n, 0)
+    shape = data.shape if data is not None else x.type.shape
+    rank = len(shape)
+    if not -rank <= axis < rank:
+        raise imp.fail(n, f"axis {axis} is out of range for rank {rank}")
+    axis %= rank
+    if axis == 0 and data is None:
+        raise _Unsupported("it splits the batch dimension; samples must stay independent")
+    size = int(shape[axis])
+    if sizes is not None:
+        sizes = _int_list(imp, n, sizes, "split")
+        if len(sizes) != parts or any(v < 0 for v in sizes) or sum(sizes) != size:
+            raise imp.fail(n, f"split sizes {sizes} must be {parts} non-negative sizes summing to {size} (axis "
+                              f"{axis})")
+    else:
+        if "num_outputs" in a and int(a["num_outputs"]) != parts:
+            raise imp.fail(n, f"num_outputs is {a['num_outputs']} but the node has {parts} outputs")
+        chunk = -(-size // parts)  # opset 18: the last part may be smaller
+        if imp.opset < 18 and size % parts:
+            raise imp.fail(n, f"axis {axis} (size {size}) does not split into {parts} equal parts")
+        sizes = [max(0, min(chunk, size - k * chunk)) for k in range(parts)]
+    bounds = np.cumsum([0, *sizes])
+    if data is not None:
+        for k, out in enumerate(n.output):
+            imp.consts[out] = np.take(data, range(bounds[k], bounds[k + 1]), axis=axis)
+        return
+    base = imp.layer_name(n)
+    for k, out in enumerate(n.output):
+        if not out:
+            continue
+        imp.bind(n, imp.emit(n, "slice", [x], name=imp.namer.claim(f"{base}_{k}"), start=int(bounds[k]),
+                             end=int(bounds[k + 1]), axis=axis), k)
 
 
 @handles("ConstantOfShape")

@@ -1,5 +1,5 @@
-"""Multi-input ops: elementwise add and mul with numpy broadcasting (the batch dimension must match exactly), and
-concat."""
+"""Multi-input ops: elementwise add, mul, sub and div with numpy broadcasting (the batch dimension must match
+exactly), and concat."""
 
 from __future__ import annotations
 
@@ -57,6 +57,14 @@ class Broadcast(OpDef):
         raise NotImplementedError
 
 
+class Binary(Broadcast):
+    """A two-input broadcasting op (sub, div): not associative, so exactly two inputs."""
+
+    inputs = ("a", "b")
+    variadic = False
+    min_inputs = 2
+
+
 def _expect_inputs(op: str, in_types, n: int = 2) -> None:
     if len(in_types) < n:
         raise OpError(f"{op} needs at least {n} inputs, got {len(in_types)}")
@@ -80,6 +88,27 @@ class Mul(Broadcast):
 
     def combine(self, a, b):
         return a * b
+
+
+@register
+class Sub(Binary):
+    name = "sub"
+    doc = "difference a - b of two tensors, broadcasting"
+    onnx_op = "Sub"
+
+    def combine(self, a, b):
+        return a - b
+
+
+@register
+class Div(Binary):
+    name = "div"
+    doc = "quotient a / b of two tensors, broadcasting (IEEE: x / 0 is ±inf, 0 / 0 is NaN)"
+    onnx_op = "Div"
+
+    def combine(self, a, b):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return a / b
 
 
 @register

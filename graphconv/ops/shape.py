@@ -1,4 +1,4 @@
-"""Data movement: flatten, reshape, transpose, pad, identity. The batch dimension is always kept."""
+"""Data movement: flatten, reshape, transpose, slice, pad, identity. The batch dimension is always kept."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import OpError
 from ..ir.graph import TensorType
-from .schema import Attr, Enum, Float, IntList, OpDef, Pads, expect_rank, register
+from .schema import Attr, Enum, Float, Int, IntList, OpDef, Pads, expect_rank, register
 
 
 def _per_sample(t: TensorType) -> tuple[int, ...]:
@@ -130,6 +130,68 @@ class Transpose(OpDef):
 
     def to_onnx(self, node, e):
         e.add_node("Transpose", [e.value(node.inputs[0])], e.out(node), perm=list(node.attrs["perm"]))
+
+
+INT64_MIN = -(1 << 63)
+
+
+@register
+class Slice(OpDef):
+    name = "slice"
+    doc = ("the elements start, start+step, ... before end of one axis (default 1, the channels), as Python's "
+           "x[:, start:end:step] and ONNX Slice: negative start/end count from the end, out-of-range bounds are "
+           "clamped, a negative step walks backwards; the result must not be empty. Two slices split the channels, "
+           "as torch.chunk does")
+    attrs = (
+        Attr("start", Int(), None, "first index (default: the first element in the step's direction)",
+             optional=True),
+        Attr("end", Int(), None, "index the slice stops before (default: past the last element)", optional=True),
+        Attr("axis", Int(), 1, "the axis to slice (negative counts from the end; not 0, the batch)"),
+        Attr("step", Int(), 1, "stride between taken elements; not 0"),
+    )
+    fusion = "injective"
+
+    def check_attr_combination(self, attrs):
+        if attrs["step"] == 0:
+            raise OpError("slice: step must not be 0", attr="step")
+
+    def _bounds(self, attrs, x: TensorType) -> tuple[int, int, int | None, int]:
+        """(axis, start, end, length) with start and end normalized to 0..size; end is None when a backward slice
+        runs past index 0. Normalized attributes resolve to themselves."""
+        axis = attrs["axis"]
+        if not -x.rank <= axis < x.rank:
+            raise OpError(f"slice: axis {axis} is out of range for the input {x} (rank {x.rank})", attr="axis")
+        axis %= x.rank
+        if axis == 0:
+            raise OpError(f"slice: axis {attrs['axis']} is the batch dimension", attr="axis",
+                          hint="samples must stay independent; slice axis=1 (channels) or a later axis")
+        size, step = int(x.shape[axis]), attrs["step"]
+        start, end, _ = slice(attrs["start"], attrs["end"], step).indices(size)
+        length = len(range(start, end, step))
+        if length == 0:
+            given = ":".join("" if attrs[k] is None else str(attrs[k]) for k in ("start", "end", "step"))
+            raise OpError(f"slice: [{given}] of axis {axis} (size {size}) of {x} is empty", attr="start")
+        return axis, start, (None if end < 0 else end), length
+
+    def resolve(self, attrs, in_types):
+        axis, start, end, _ = self._bounds(attrs, in_types[0])
+        return {**attrs, "axis": axis, "start": start, "end": end}
+
+    def infer(self, attrs, in_types):
+        x = in_types[0]
+        axis, _, _, length = self._bounds(attrs, x)
+        return TensorType(x.shape[:axis] + (length,) + x.shape[axis + 1:], x.dtype)
+
+    def reference(self, attrs, xs, ps, ctx):
+        index = [slice(None)] * xs[0].ndim
+        index[attrs["axis"]] = slice(attrs["start"], attrs["end"], attrs["step"])
+        return np.ascontiguousarray(xs[0][tuple(index)])
+
+    def to_onnx(self, node, e):
+        a = node.attrs
+        end = INT64_MIN if a["end"] is None else a["end"]  # ONNX clamps it to "before index 0"
+        e.add_node("Slice", [e.value(node.inputs[0]), e.ints([a["start"]], "starts"), e.ints([end], "ends"),
+                             e.ints([a["axis"]], "axes"), e.ints([a["step"]], "steps")], e.out(node))
 
 
 @register

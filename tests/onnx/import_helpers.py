@@ -114,8 +114,9 @@ def check_against_ort(model: onnx.ModelProto, x_shape, seed: int = 0, rtol=RTOL,
 # into initializers, as an exported model holds them
 PARAM_SLOTS = {"Conv": {1, 2}, "ConvTranspose": {1, 2}, "Gemm": {1, 2}, "MatMul": {1}, "BatchNormalization": {1, 2, 3, 4},
                "Clip": {1, 2}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "Upsample": {1}, "Reshape": {1},
-               "Dropout": {1, 2}, "Unsqueeze": {1}, "Squeeze": {1}, "ReduceMean": {1}, "ReduceMax": {1}}
-HELPER_OPS = {"Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Slice", "ConstantOfShape"}
+               "Dropout": {1, 2}, "Unsqueeze": {1}, "Squeeze": {1}, "ReduceMean": {1}, "ReduceMax": {1},
+               "Slice": {1, 2, 3, 4}, "Split": {1}}
+HELPER_OPS = {"Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "ConstantOfShape"}
 
 
 def conformance_cases():

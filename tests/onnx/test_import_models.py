@@ -187,25 +187,58 @@ def _downsample_unit(b: Builder, x: str, cin: int, cout: int, hw: int, p: str, b
     return _channel_shuffle(b, y, cout, hw // 2, f"/{pp}", batch)
 
 
-def shufflenet(batch: int | None = None):
-    """A small ShuffleNetV2 made of downsampling units only: the basic units split the channels with
-    x.chunk(2, dim=1) (ONNX Split, two outputs), which graphconv cannot express (it has no slicing op)."""
+def _basic_unit(b: Builder, x: str, c: int, hw: int, p: str, batch: int | None, split: str) -> str:
+    """torchvision ShuffleNetV2 InvertedResidual with stride 1: x1, x2 = x.chunk(2, dim=1); branch2 on x2 (1×1,
+    ReLU, depthwise 3×3, 1×1, ReLU); concat(x1, branch2); channel shuffle. torch.onnx.export writes the chunk as
+    one Split (opset 13+: the sizes are an input; opset 18+: `num_outputs`) or, from the dynamo exporter, as two
+    Slice nodes on axis 1."""
+    f = c // 2
+    pp = f"{p.split('.')[0]}/{p}"
+    if split == "Split":
+        x1 = b.node("Split", [x, b.init(f"{p}.split", np.array([f, f], np.int64))], f"/{pp}/Split", n_out=2, axis=1)
+        x2 = f"/{pp}/Split_output_1"
+    elif split == "Split18":
+        x1 = b.node("Split", [x], f"/{pp}/Split", n_out=2, axis=1, num_outputs=2)
+        x2 = f"/{pp}/Split_output_1"
+    else:
+        ax = b.init(f"{p}.axes", np.array([1], np.int64))
+        end = b.init(f"{p}.end", np.array([np.iinfo(np.int64).max], np.int64))
+        mid = b.init(f"{p}.mid", np.array([f], np.int64))
+        x1 = b.node("Slice", [x, b.init(f"{p}.zero", np.array([0], np.int64)), mid, ax], f"/{pp}/Slice")
+        x2 = b.node("Slice", [x, mid, end, ax], f"/{pp}/Slice_1")
+    y = b.relu(b.conv(x2, f, f, 1, f"{p}.branch2.0", pad=0, bias=True), f"{p}.branch2.2")
+    y = b.conv(y, f, f, 3, f"{p}.branch2.3", group=f, bias=True)
+    y = b.relu(b.conv(y, f, f, 1, f"{p}.branch2.5", pad=0, bias=True), f"{p}.branch2.7")
+    y = b.node("Concat", [x1, y], f"/{pp}/Concat", axis=1)
+    return _channel_shuffle(b, y, c, hw, f"/{pp}", batch)
+
+
+def shufflenet(batch: int | None = None, split: str = "Split", opset: int = 17):
+    """A small ShuffleNetV2: each stage is a downsampling unit followed by basic units (channel split)."""
     b = Builder(7) if batch is None else Builder(7, batch=batch)
     y = b.relu(b.conv("input", 3, 8, 3, "conv1.0", stride=2, bias=True), "conv1.2")
     y = b.node("MaxPool", [y], "/maxpool/MaxPool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     y = _downsample_unit(b, y, 8, 16, 8, "stage2.0", batch)
+    y = _basic_unit(b, y, 16, 4, "stage2.1", batch, split)
     y = _downsample_unit(b, y, 16, 32, 4, "stage3.0", batch)
+    y = _basic_unit(b, y, 32, 2, "stage3.1", batch, split)
+    y = _basic_unit(b, y, 32, 2, "stage3.2", batch, split)
     y = b.relu(b.conv(y, 32, 16, 1, "conv5.0", pad=0, bias=True), "conv5.2")
-    y = b.node("ReduceMean", [y], "/ReduceMean", axes=[2, 3], keepdims=0)
+    if opset >= 18:  # the axes became an input
+        y = b.node("ReduceMean", [y, b.init("axes", np.array([2, 3], np.int64))], "/ReduceMean", keepdims=0)
+    else:
+        y = b.node("ReduceMean", [y], "/ReduceMean", axes=[2, 3], keepdims=0)
     b.gemm(y, 16, 5, "fc")
     _out(b)
     shape = (2 if batch is None else batch, 3, 32, 32)
-    return b.model(shape, ["output"], name="shufflenet_v2"), shape
+    return b.model(shape, ["output"], name="shufflenet_v2", opset=opset), shape
 
 
 MODELS = {"resnet": resnet, "resnet_flatten_op": lambda: resnet(False), "vgg": vgg, "alexnet": alexnet,
           "googlenet": googlenet, "mobilenet_v2": mobilenet_v2, "squeezenet": squeezenet, "densenet": densenet,
-          "shufflenet_v2": shufflenet, "shufflenet_v2_batch1": lambda: shufflenet(1)}
+          "shufflenet_v2": shufflenet, "shufflenet_v2_batch1": lambda: shufflenet(1),
+          "shufflenet_v2_slices": lambda: shufflenet(split="Slice"),
+          "shufflenet_v2_opset18": lambda: shufflenet(split="Split18", opset=18)}
 
 
 @pytest.mark.parametrize("arch", sorted(MODELS))
@@ -250,7 +283,7 @@ def test_batch_size_is_symbolic():
 def test_shufflenet_channel_shuffle_imports_as_reshape_transpose_reshape():
     graph, _ = import_onnx(shufflenet()[0])
     ops = [n.op for n in graph.nodes]
-    assert ops.count("transpose") == 2 and ops.count("reshape") == 4
+    assert ops.count("transpose") == 5 and ops.count("reshape") == 10  # one shuffle per unit
     shuffles = [(n.op, n.attrs, n.output.type) for n in graph.nodes if n.op in ("reshape", "transpose")][:3]
     assert [(op, attrs, str(t)) for op, attrs, t in shuffles] == [
         ("reshape", {"shape": (2, 8, 4, 4)}, "f32[N, 2, 8, 4, 4]"),
@@ -263,36 +296,96 @@ def test_shufflenet_channel_shuffle_imports_as_reshape_transpose_reshape():
     assert run_graph(graph, {graph.inputs[0].name: x}, weights)["output_"].shape == (3, 5)
 
 
-def _basic_unit(split: str):
-    """ShuffleNetV2's stride-1 unit: x1, x2 = x.chunk(2, dim=1) (Split, or two Slices), branch2 on x2, concat."""
-    b = Builder(8)
-    x = b.conv("input", 3, 8, 3, "conv1.0", bias=True)
-    if split == "Split":  # opset 13+: the split sizes are an input
-        b.node("Split", [x, b.init("split", np.array([4, 4], np.int64))], "/stage2/stage2.1/Split", n_out=2,
-               axis=1)
-        x1, x2 = "/stage2/stage2.1/Split_output_0", "/stage2/stage2.1/Split_output_1"
-    else:
-        ax = b.init("axes", np.array([1], np.int64))
-        x1 = b.node("Slice", [x, b.init("s0", np.array([0], np.int64)), b.init("e0", np.array([4], np.int64)), ax],
-                    "/stage2/stage2.1/Slice")
-        x2 = b.node("Slice", [x, b.init("s1", np.array([4], np.int64)), b.init("e1", np.array([8], np.int64)), ax],
-                    "/stage2/stage2.1/Slice_1")
-    y = b.relu(b.conv(x2, 4, 4, 1, "stage2.1.branch2.0", pad=0, bias=True), "stage2.1.branch2.2")
-    b.node("Concat", [x1, y], "/stage2/stage2.1/Concat", axis=1)
-    _out(b)
-    return b.model((2, 3, 8, 8), ["output"])
+def test_shufflenet_channel_split_imports_as_slices():
+    for split in ("Split", "Slice"):
+        graph, _ = import_onnx(shufflenet(split=split)[0])
+        slices = [(n.attrs, str(n.output.type)) for n in graph.nodes if n.op == "slice"][:2]
+        assert slices == [({"start": 0, "end": 8, "axis": 1, "step": 1}, "f32[N, 8, 4, 4]"),
+                          ({"start": 8, "end": 16, "axis": 1, "step": 1}, "f32[N, 8, 4, 4]")], split
+        assert sum(n.op == "slice" for n in graph.nodes) == 6
 
 
-def test_shufflenet_basic_unit_channel_split_is_not_importable():
-    """graphconv ops have one output and there is no slicing op, so x.chunk(2, dim=1) cannot be expressed."""
+def _one_node(op: str, inputs: list[str], inits: dict, opset: int = 17, n_out: int = 1, **attrs):
+    b = Builder()
+    y = b.conv("input", 2, 6, 3, "conv")
+    for k, v in inits.items():
+        b.init(k, v)
+    outs = [b.node(op, [y if i == "y" else i for i in inputs], "/op", n_out=n_out, **attrs)]
+    outs += [f"/op_output_{i}" for i in range(1, n_out)]
+    for i, o in enumerate(outs):
+        b.node("Identity", [o], f"/out{i}", out=f"output{i}")
+    return b.model((2, 2, 5, 5), [f"output{i}" for i in range(n_out)], opset=opset), (2, 2, 5, 5)
+
+
+I64 = np.iinfo(np.int64)
+
+
+@pytest.mark.parametrize("starts, ends, axes, steps", [
+    ([1], [5], [1], None), ([-2], [I64.max], [1], [1]), ([0, 1], [I64.max, 4], [0, 3], [1, 2]),
+    ([4, 0], [I64.min, 3], [2, 1], [-1, 1]), ([-1], [-100], [-1], [-2]), ([0, 2], [3, 5], None, None),
+])
+def test_slice_of_a_tensor_matches_onnxruntime(starts, ends, axes, steps):
+    inits = {"starts": np.array(starts, np.int64), "ends": np.array(ends, np.int64)}
+    ins = ["y", "starts", "ends"]
+    if axes is not None or steps is not None:
+        inits["axes"] = np.array(axes if axes is not None else range(len(starts)), np.int64)
+        ins.append("axes")
+    if steps is not None:
+        inits["steps"] = np.array(steps, np.int64)
+        ins.append("steps")
+    if axes is None and 0 in range(len(starts)):
+        inits["starts"][0], inits["ends"][0] = 0, I64.max  # axis 0 is the batch: only its full range
+    check_against_ort(*_one_node("Slice", ins, inits))
+
+
+@pytest.mark.parametrize("sizes, attrs, opset", [
+    ([2, 4], {}, 17), ([1, 1, 4], {}, 17), (None, {}, 17), (None, {"num_outputs": 3}, 18), ([3, 3], {}, 18),
+])
+def test_split_of_a_tensor_matches_onnxruntime(sizes, attrs, opset):
+    n_out = len(sizes) if sizes else attrs.get("num_outputs", 2)
+    inits = {} if sizes is None else {"split": np.array(sizes, np.int64)}
+    ins = ["y"] + ([] if sizes is None else ["split"])
+    graph, _, _, _ = check_against_ort(*_one_node("Split", ins, inits, opset=opset, n_out=n_out, axis=1, **attrs))
+    assert sum(n.op == "slice" for n in graph.nodes) == n_out
+
+
+@pytest.mark.parametrize("op", ["Sub", "Div"])
+def test_sub_and_div_of_two_tensors_match_onnxruntime(op):
+    b = Builder()
+    y = b.conv("input", 2, 4, 3, "conv")
+    z = b.relu(b.conv("input", 2, 4, 3, "conv2"), "relu")
+    if op == "Div":
+        z = b.node("Add", [z, b.init("one", np.ones((1, 4, 1, 1), np.float32))], "/plus1")
+    b.node(op, [y, z], "/op", out="output")
+    graph, *_ = check_against_ort(b.model((2, 2, 5, 5), ["output"]), (2, 2, 5, 5))
+    assert op.lower() in [n.op for n in graph.nodes]
+
+
+@pytest.mark.parametrize("op, inputs, inits, attrs, text", [
+    ("Slice", ["y", "s", "e", "a"], dict(s=[1], e=[2], a=[0]), {}, "slices the batch dimension ([1:2:1] of axis 0)"),
+    ("Split", ["y", "sp"], dict(sp=[1, 1]), dict(axis=0), "splits the batch dimension"),
+])
+def test_batch_slicing_is_refused(op, inputs, inits, attrs, text):
+    inits = {k: np.array(v, np.int64) for k, v in inits.items()}
     with pytest.raises(GraphconvError) as e:
-        import_onnx(_basic_unit("Split"))
-    assert "Split: 1 node (/stage2/stage2.1/Split)" in str(e.value)
+        import_onnx(_one_node(op, inputs, inits, n_out=2 if op == "Split" else 1, **attrs)[0])
+    assert text in str(e.value)
+
+
+@pytest.mark.parametrize("op, inputs, inits, attrs, text", [
+    ("Split", ["y", "sp"], dict(sp=[2, 2]), dict(axis=1), "split sizes [2, 2] must be 2 non-negative sizes summing "
+                                                            "to 6 (axis 1)"),
+    ("Split", ["y"], {}, dict(axis=7), "axis 7 is out of range for rank 4"),
+    ("Slice", ["y", "s", "e", "a", "st"], dict(s=[0], e=[2], a=[1], st=[0]), {}, "a step is 0"),
+    ("Slice", ["y", "s", "e", "a"], dict(s=[0, 0], e=[2], a=[1, 2]), {}, "starts, ends, axes and steps have different lengths (2, 1, 2, 2)"),
+    ("Slice", ["y", "s", "e", "a"], dict(s=[4], e=[2], a=[1]), {}, "cannot be expressed as slice: slice: [4:2:1] of "
+                                                                  "axis 1 (size 6)"),
+])
+def test_bad_slices_and_splits_are_located(op, inputs, inits, attrs, text):
+    inits = {k: np.array(v, np.int64) for k, v in inits.items()}
     with pytest.raises(GraphconvError) as e:
-        import_onnx(_basic_unit("Slice"))
-    msg = str(e.value)
-    assert "2 nodes cannot be imported" in msg and "Slice node '/stage2/stage2.1/Slice'" in msg
-    assert "runtime tensor" in msg
+        import_onnx(_one_node(op, inputs, inits, n_out=2 if op == "Split" else 1, **attrs)[0])
+    assert f"node '/op' ({op}): {text}" in str(e.value)
 
 
 @pytest.mark.parametrize("perm, default", [([1, 0, 2, 3], False), (None, True), ([0, 1, 3, 2, 0], None)])
@@ -341,7 +434,7 @@ def test_unsupported_ops_listed_together():
 
 def test_unsupported_cases_listed_together():
     b = Builder()
-    y = b.node("Div", ["input", "input"], "/div")
+    y = b.node("Div", [b.init("two", np.array(2.0, np.float32)), "input"], "/div")
     y = b.node("Relu", [y], "/relu")
     a = b.node("Pad", ["input", b.init("pads", np.array([0, 1, 0, 0, 0, 1, 0, 0], np.int64))], "/pad")
     b.node("Add", [y, a], "/add")

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from .helpers import build, close, op_error, ort_run, randn, run, tt
+from .helpers import build, close, op_error, ort_run, randn, run, tt, type_of
 
 
 # -- dense ------------------------------------------------------------------------------------------------------
@@ -173,6 +173,62 @@ def test_transpose_errors(perm, in_type, text):
 def test_transpose_batch_error_has_hint_and_perm_is_required():
     assert "[0, 2, 1, 3, 4]" in op_error("transpose", [tt(3, 4, 5)], perm=[3, 1, 2, 0]).hint
     assert op_error("transpose", [tt(3, 4)]).attr == "perm"
+
+
+# -- slice ------------------------------------------------------------------------------------------------------
+
+SLICES = [
+    dict(end=2), dict(start=3), dict(start=1, end=-1), dict(start=-2), dict(step=2), dict(start=1, step=3),
+    dict(step=-1), dict(start=-2, end=0, step=-1), dict(start=2, end=-100, step=-2), dict(start=-100, end=100),
+    dict(axis=2, start=1, end=3), dict(axis=-1, step=-2), dict(axis=3, start=4, end=5),
+]
+
+
+@pytest.mark.parametrize("given", SLICES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_slice_matches_python_and_onnxruntime(given, dtype):
+    x = randn(2, 5, 4, 6, seed=3, dtype=dtype)
+    y, built, _ = run("slice", [x], **given)
+    index = [slice(None)] * 4
+    index[given.get("axis", 1)] = slice(given.get("start"), given.get("end"), given.get("step", 1))
+    np.testing.assert_array_equal(y, x[tuple(index)])
+    assert y.flags.c_contiguous and built.out == type_of(y) and built.op.fusion == "injective"
+    a = built.attrs
+    assert 0 <= a["start"] < x.shape[a["axis"]] and (a["end"] is None or 0 <= a["end"] <= x.shape[a["axis"]])
+    ends = [-(1 << 63) if a["end"] is None else a["end"]]
+    got = ort_run("Slice", [x, np.array([a["start"]]), np.array(ends), np.array([a["axis"]]), np.array([a["step"]])])
+    np.testing.assert_array_equal(got, y)
+    # the resolved attributes describe the same slice
+    assert build("slice", [type_of(x)], **a).attrs == a
+
+
+def test_slice_chunk_halves_channels():
+    x = np.arange(8, dtype=np.float32).reshape(1, 8, 1, 1)
+    lo, _, _ = run("slice", [x], end=4)
+    hi, _, _ = run("slice", [x], start=4)
+    np.testing.assert_array_equal(np.concatenate([lo, hi], 1), x)
+    assert build("slice", [tt(8, 3, 3)], start=4).attrs == {"start": 4, "end": 8, "axis": 1, "step": 1}
+    assert build("slice", [tt(8, 3, 3)], step=-1).attrs == {"start": 7, "end": None, "axis": 1, "step": -1}
+
+
+@pytest.mark.parametrize("given, in_type, attr, text", [
+    (dict(axis=0), tt(4, 3), "axis", "slice: axis 0 is the batch dimension"),
+    (dict(axis=-3), tt(4, 3), "axis", "slice: axis -3 is the batch dimension"),
+    (dict(axis=3), tt(4, 3), "axis", r"slice: axis 3 is out of range for the input f32\[N, 4, 3\] \(rank 3\)"),
+    (dict(start=2, end=2), tt(4, 3), "start", r"slice: \[2:2:1\] of axis 1 \(size 4\) of f32\[N, 4, 3\] is empty"),
+    (dict(start=5), tt(4, 3), "start", r"\[5::1\] of axis 1 \(size 4\)"),
+    (dict(start=0, end=0, step=-1), tt(4, 3), "start", r"\[0:0:-1\] of axis 1 \(size 4\) of f32\[N, 4, 3\] is empty"),
+    (dict(step=0), tt(4, 3), "step", "slice: step must not be 0"),
+    (dict(start=1.5), tt(4, 3), "start", "expected an integer"),
+    (dict(size=2), tt(4, 3), "size", "slice has no attribute 'size'"),
+])
+def test_slice_errors(given, in_type, attr, text):
+    e = op_error("slice", [in_type], **given)
+    assert e.attr == attr and re.search(text, e.message), e.message
+
+
+def test_slice_batch_error_hint():
+    assert "axis=1" in op_error("slice", [tt(4)], axis=0).hint
 
 
 # -- pad --------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""add, mul (broadcasting) and concat."""
+"""add, mul, sub, div (broadcasting) and concat."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from graphconv.ops import REGISTRY
 from .helpers import build, close, op_error, ort_run, randn, run, tt
 
 
-@pytest.mark.parametrize("name, onnx_op", [("add", "Add"), ("mul", "Mul")])
+@pytest.mark.parametrize("name, onnx_op", [("add", "Add"), ("mul", "Mul"), ("sub", "Sub"), ("div", "Div")])
 @pytest.mark.parametrize("shapes", [
     [(2, 3, 4, 5), (2, 3, 4, 5)],
     [(2, 3, 4, 5), (2, 3, 1, 1)],
@@ -41,13 +41,31 @@ def test_mul_by_hand():
     assert REGISTRY["mul"].fusion == "broadcast"
 
 
-@pytest.mark.parametrize("name", ["add", "mul"])
+@pytest.mark.parametrize("name", ["add", "mul", "sub", "div"])
 def test_binary_errors(name):
     e = op_error(name, [tt(64, 28, 28), tt(32, 28, 28)])
     assert "f32[N, 64, 28, 28] and f32[N, 32, 28, 28] do not match" in e.message
     e = op_error(name, [tt(4), tt(4, dtype="float64")])
     assert "different dtypes" in e.message
     assert "at least 2 inputs" in op_error(name, [tt(4)]).message
+
+
+def test_sub_div_by_hand_and_order():
+    a, b = np.array([[6.0, 1.0, 0.0, -2.0]], np.float32), np.array([[3.0, 4.0, 0.0, 0.0]], np.float32)
+    y, _, _ = run("sub", [a, b])
+    np.testing.assert_array_equal(y, [[3.0, -3.0, 0.0, -2.0]])
+    y, _, _ = run("div", [a, b])
+    np.testing.assert_array_equal(y, [[2.0, 0.25, np.nan, -np.inf]])
+    assert REGISTRY["sub"].inputs == ("a", "b") and not REGISTRY["sub"].variadic
+    assert REGISTRY["div"].fusion == "broadcast"
+
+
+def test_sub_div_take_two_inputs_in_a_spec():
+    from graphconv.errors import SpecError
+    from graphconv.spec import load_graph_text
+    with pytest.raises(SpecError) as e:
+        load_graph_text("network t {\n  input x: f32[N, 4]\n  y = sub(x, x, x)\n  output y\n}\n", path="t.gc")
+    assert "t.gc:3:17: error: 'sub' takes 2 tensor inputs, got 3" in str(e.value)
 
 
 # -- concat -----------------------------------------------------------------------------------------------------
