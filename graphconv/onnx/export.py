@@ -9,12 +9,15 @@ names (through an Identity node when the output value has another name). The sym
 symbolic (`dim_param "N"`). Every op defines its own mapping in its `OpDef.to_onnx` (graphconv/ops/).
 
 Models whose tensors take more than `external_data_threshold` bytes (default just under protobuf's 2 GiB limit) are
-saved with their initializers as ONNX external data in `<model file>.data` next to the model.
+saved with their initializers as ONNX external data in `<model file>.data` next to the model. The tensors are
+written straight from numpy into that file: a protobuf message cannot hold 2 GiB, so such a model never exists in
+memory with its weights inline.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -27,6 +30,7 @@ DEFAULT_OPSET = 21
 MIN_OPSET = 18   # Resize and Pad with `axes`, ReduceX with axes inputs
 MAX_OPSET = 23   # newest opset this exporter is tested with (onnxruntime >= 1.20 runs it)
 EXTERNAL_DATA_THRESHOLD = (2 << 30) - (64 << 20)  # bytes of tensors above which weights go to external data
+EXTERNAL_ALIGNMENT = 4096  # offsets of tensors in the external data file (page-aligned, so runtimes can map them)
 
 _NP_DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -48,7 +52,7 @@ class Emitter:
         self.np_dtype = np.dtype(_NP_DTYPES[dtype])
         self.elem_type = self.onnx.helper.np_dtype_to_tensor_dtype(self.np_dtype)
         self.nodes: list = []
-        self.initializers: dict[str, Any] = {}
+        self.arrays: dict[str, np.ndarray] = {}  # initializers, as numpy until the model is assembled
         self._used: set[str] = set(graph.values)
         self._node_names: set[str] = set()
         self.current: Node | None = None
@@ -69,8 +73,8 @@ class Emitter:
 
     def value(self, v: Value) -> str:
         """The ONNX name of an IR value; a parameter becomes an initializer on first use."""
-        if v.kind == "param" and v.name not in self.initializers:
-            self.initializers[v.name] = self.onnx.numpy_helper.from_array(self.param_array(v), v.name)
+        if v.kind == "param" and v.name not in self.arrays:
+            self.arrays[v.name] = self.param_array(v)
         return v.name
 
     def out(self, node: Node) -> str:
@@ -93,7 +97,7 @@ class Emitter:
         elif np.issubdtype(arr.dtype, np.integer):
             arr = arr.astype(np.int64)
         name = self.tmp(hint)
-        self.initializers[name] = self.onnx.numpy_helper.from_array(np.array(arr, order="C"), name)
+        self.arrays[name] = np.array(arr, order="C")
         return name
 
     def scalar(self, x: float, hint: str = "scalar") -> str:
@@ -158,9 +162,20 @@ def check_opset(opset: Any) -> int:
     return int(opset)
 
 
-def build_model(net_or_graph: Any, *, weights: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
-                opset: int = DEFAULT_OPSET, name: str | None = None, dtype: str | None = None):
-    """The ONNX ModelProto of a network, in memory (weights inline)."""
+@dataclass
+class Exported:
+    """An exported network before its initializers become TensorProtos."""
+
+    model: Any  # onnx.ModelProto without initializers
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+
+def emit_model(net_or_graph: Any, weights, opset: int, name: str | None, dtype: str | None) -> Exported:
+    """The ONNX graph of a network, its initializers still numpy arrays."""
     from ..ops import REGISTRY
 
     opset = check_opset(opset)
@@ -200,40 +215,61 @@ def build_model(net_or_graph: Any, *, weights: Mapping[str, np.ndarray] | str | 
         outputs.append(e.value_info(target, v.type))
     inputs = [e.value_info(v.name, v.type) for v in graph.inputs]
     value_info = [e.value_info(n.output.name, n.output.type) for n in graph.nodes if n.output.name not in out_names]
-    g = onnx.helper.make_graph(e.nodes, name or graph.name, inputs, outputs,
-                               initializer=list(e.initializers.values()), value_info=value_info)
+    g = onnx.helper.make_graph(e.nodes, name or graph.name, inputs, outputs, value_info=value_info)
     opsets = [onnx.helper.make_opsetid("", opset)]
     model = onnx.helper.make_model(g, opset_imports=opsets, producer_name="graphconv",
                                    producer_version=_version())
     model.ir_version = onnx.helper.find_min_ir_version_for(opsets)
     if graph.meta.get("params"):
         onnx.helper.set_model_props(model, {"graphconv.params": repr(graph.meta["params"])})
+    return Exported(model, e.arrays)
+
+
+def inline(parts: Exported):
+    """The model with its initializers inline (one protobuf message)."""
+    if parts.nbytes > EXTERNAL_DATA_THRESHOLD:
+        raise ExportError(f"the model's tensors take {parts.nbytes / (1 << 30):.2f} GiB, more than one protobuf "
+                          "message can hold (2 GiB); export it to a file (export_onnx(net, path)), which keeps the "
+                          "weights as external data next to it")
+    parts.model.graph.initializer.extend(onnx.numpy_helper.from_array(a, k) for k, a in parts.arrays.items())
+    return parts.model
+
+
+def write_external(parts: Exported, path: str):
+    """Write every initializer into `<path>.data` (page-aligned) and reference it from the model."""
+    from onnx import TensorProto
+
+    location = os.path.basename(path) + ".data"
+    data_path = os.path.join(os.path.dirname(os.path.abspath(path)), location)
+    model = parts.model
+    with open(data_path, "wb") as f:
+        for name, arr in parts.arrays.items():
+            arr = np.array(arr, dtype=arr.dtype.newbyteorder("<"), order="C", copy=None)  # keeps 0-d arrays 0-d
+            offset = -(-f.tell() // EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT
+            f.seek(offset)
+            f.write(memoryview(arr).cast("B"))
+            t = model.graph.initializer.add()
+            t.name = name
+            t.dims.extend(arr.shape)
+            t.data_type = onnx.helper.np_dtype_to_tensor_dtype(arr.dtype)
+            t.data_location = TensorProto.EXTERNAL
+            for k, v in (("location", location), ("offset", str(offset)), ("length", str(arr.nbytes))):
+                entry = t.external_data.add()
+                entry.key, entry.value = k, v
+    onnx.save_model(model, path)
     return model
 
 
+def build_model(net_or_graph: Any, *, weights: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
+                opset: int = DEFAULT_OPSET, name: str | None = None, dtype: str | None = None):
+    """The ONNX ModelProto of a network, in memory (weights inline). Raises ExportError when the weights exceed
+    what one protobuf message can hold; export to a file then."""
+    return inline(emit_model(net_or_graph, weights, opset, name, dtype))
+
+
 def tensor_bytes(model) -> int:
-    """Bytes of the initializers (what external data would move out of the model file)."""
-    total = 0
-    for t in model.graph.initializer:
-        total += len(t.raw_data) if t.raw_data else 0
-    return total
-
-
-def save_model(model, path: str | os.PathLike, *, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> bool:
-    """Write the model; its initializers go to `<file>.data` next to it when they take more than
-    `external_data_threshold` bytes. Returns whether external data was written."""
-    path = os.fspath(path)
-    external = tensor_bytes(model) > external_data_threshold
-    if external:
-        location = os.path.basename(path) + ".data"
-        data_path = os.path.join(os.path.dirname(os.path.abspath(path)), location)
-        if os.path.lexists(data_path):
-            os.remove(data_path)  # onnx appends to an existing file
-        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=location, size_threshold=0, convert_attribute=False)
-    else:
-        onnx.save_model(model, path)
-    return external
+    """Bytes of the initializers stored inline in a model."""
+    return sum(len(t.raw_data) for t in model.graph.initializer if t.raw_data)
 
 
 def export_onnx(net_or_graph: Any, path: str | os.PathLike | None = None, *,
@@ -243,9 +279,14 @@ def export_onnx(net_or_graph: Any, path: str | os.PathLike | None = None, *,
     """Export a Network (its weights) or a Graph (with `weights`, default: its initializers with seed 0) to ONNX.
     Writes `path` when given (with `<path>.data` for models over `external_data_threshold` bytes; the returned
     model then refers to that file). Returns the onnx.ModelProto."""
-    model = build_model(net_or_graph, weights=weights, opset=opset, name=name, dtype=dtype)
-    if path is not None:
-        save_model(model, path, external_data_threshold=external_data_threshold)
+    parts = emit_model(net_or_graph, weights, opset, name, dtype)
+    if path is None:
+        return inline(parts)
+    path = os.fspath(path)
+    if parts.nbytes > external_data_threshold:
+        return write_external(parts, path)
+    model = inline(parts)
+    onnx.save_model(model, path)
     return model
 
 

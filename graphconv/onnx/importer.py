@@ -188,12 +188,12 @@ class Importer:
             if pname not in self.graph.params:
                 raise self.fail(node, f"internal: {op} has no parameter '{role}'")
             shape = tuple(int(d) for d in self.graph.params[pname].value.type.shape)
-            arr = np.asarray(arr, dtype=np.float64)
+            arr = np.asarray(arr)
             if arr.size == math.prod(shape) and arr.shape != shape:
                 arr = arr.reshape(shape)
             if arr.shape != shape:
                 raise self.fail(node, f"{role} has shape {list(arr.shape)}, {op} needs {list(shape)}")
-            self.weights[pname] = arr.astype(self.dtype)
+            self.weights[pname] = arr.astype(self.dtype)  # one copy, whatever the stored type
         return v
 
     def bind(self, node, v: Value, k: int = 0) -> None:

@@ -21,8 +21,8 @@ import onnx
 from ..errors import GraphconvError
 
 MAX_MODEL_BYTES = 2 << 30          # the protobuf limit
-MAX_TENSOR_ELEMENTS = 1 << 28      # one initializer or constant
-MAX_TOTAL_BYTES = 4 << 30          # all tensors of a model together
+MAX_TENSOR_ELEMENTS = 1 << 31      # one initializer or constant (as a parameter of a spec)
+MAX_TOTAL_BYTES = 8 << 30          # all tensors of a model together (a third of the machine's memory)
 MAX_DIMS = 8
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ExecutionError, GraphconvError
 from ..network import Model, Network
-from .export import DEFAULT_OPSET, EXTERNAL_DATA_THRESHOLD, build_model, save_model, tensor_bytes
+from .export import DEFAULT_OPSET, EXTERNAL_DATA_THRESHOLD, emit_model, inline, write_external
 
 DEVICES = ("cpu", "cuda")
 GPU_INSTALL_HINT = ("install a GPU build of onnxruntime: pip install 'graphconv[gpu]' (or pip uninstall "
@@ -65,18 +65,19 @@ class OnnxModel(Model):
         providers = choose_providers(device, tensorrt=tensorrt)
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
             raise GraphconvError(f"threads must be a whole number >= 0 (0: onnxruntime's default), got {threads!r}")
-        self.model = build_model(net, opset=opset, dtype=dtype)
+        parts = emit_model(net, None, opset, None, dtype)
         opts = ort.SessionOptions()
         if threads is not None:
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
         try:
-            if tensor_bytes(self.model) > external_data_threshold:  # beyond protobuf's limit: go through files
+            if parts.nbytes > external_data_threshold:  # beyond protobuf's limit: go through files
                 with tempfile.TemporaryDirectory(prefix="graphconv-onnx-") as tmp:
                     path = os.path.join(tmp, "model.onnx")
-                    save_model(self.model, path, external_data_threshold=external_data_threshold)
+                    self.model = write_external(parts, path)
                     self.session = ort.InferenceSession(path, opts, providers=providers)
             else:
+                self.model = inline(parts)
                 self.session = ort.InferenceSession(self.model.SerializeToString(), opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             hint = ""

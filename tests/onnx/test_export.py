@@ -97,6 +97,8 @@ def test_external_data(tmp_path):
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
     safe = load_model(path)  # graphconv's own safe loader reads it back
     assert safe.graph.initializer[0].raw_data
+    offsets = [int({e.key: e.value for e in t.external_data}["offset"]) for t in model.graph.initializer]
+    assert len(set(offsets)) == len(offsets) and all(o % 4096 == 0 for o in offsets)
     # exporting again overwrites the data file instead of appending to it
     size = data.stat().st_size
     export_onnx(net, path, external_data_threshold=1024)
@@ -166,3 +168,15 @@ def test_bad_weights():
         export_onnx(net.graph, weights={})
     with pytest.raises(GraphconvError, match="Network or a Graph"):
         export_onnx("specs/lenet5.gc")
+
+
+def test_in_memory_model_over_the_protobuf_limit_is_refused(monkeypatch):
+    """Past protobuf's 2 GiB a model cannot be one message: in memory that is a clear error (the real size runs
+    in the slow tests/onnx/test_export_large.py)."""
+    import graphconv.onnx.export as export
+
+    net = graphconv.load(SPECS / "cifar_cnn.gc", seed=0)
+    monkeypatch.setattr(export, "EXTERNAL_DATA_THRESHOLD", 1024)
+    with pytest.raises(export.ExportError, match=r"the model's tensors take 0\.00 GiB, more than one protobuf "
+                                                 r"message can hold \(2 GiB\); export it to a file"):
+        export.build_model(net)
