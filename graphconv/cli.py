@@ -113,9 +113,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
                    help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
     p.add_argument("-O", dest="opt_level", type=int, default=0, choices=(0, 1, 2, 3), metavar="LEVEL",
-                   help="graph optimization level; only 0 (the graph as written) exists yet")
+                   help="optimize first (default 0: the graph as written); fused ops export as standard ONNX ops")
     p.add_argument("--dtype", choices=("float32", "float64"), default=None,
                    help="element type of the model (default: the spec's)")
+
+    p = sub.add_parser("compile", parents=[common, sets], help="optimize a network and show what the passes did",
+                       description="Run the optimizer on a network: -O0 (nothing) to -O3. --pass-log prints one "
+                                   "line per pass saying what fired and how often.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("-O", dest="opt_level", type=int, default=2, choices=(0, 1, 2, 3), metavar="LEVEL",
+                   help="optimization level 0-3 (default 2)")
+    p.add_argument("--training", action="store_true",
+                   help="optimize for training: batchnorm statistics and dropout stay")
+    p.add_argument("--passes", metavar="P1,P2", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
+                   help="run these passes, in this order, instead of a level's pipeline")
+    p.add_argument("--pass-log", action="store_true", help="one line per pass: what fired and how often")
+    p.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass")
+    p.add_argument("--print-ir-after", metavar="PASS", action="append", default=[],
+                   help="print the IR after this pass (repeatable)")
+    p.add_argument("--print-ir", action="store_true", help="print the optimized IR")
+    p.add_argument("--verify-passes", action="store_true",
+                   help="run the reference executor before and after every pass on random inputs and name the "
+                        "first pass that changed the result")
+    p.add_argument("--verify-ir", action="store_true", help="run the IR verifier after every pass (debug mode)")
+    p.add_argument("--weights", metavar="W.npz", help="weights file (default: initializers seeded with --seed)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the weights and random inputs")
+    p.add_argument("-o", "--output", metavar="OUT.json",
+                   help="write the optimized IR as JSON (and its weights to OUT.npz)")
 
     p = sub.add_parser("import-onnx", parents=[common], help="import an ONNX model as a spec and weights",
                        description="Import an ONNX model (e.g. exported by PyTorch): writes a readable spec OUT.gc "
@@ -300,16 +324,58 @@ def cmd_export_onnx(args) -> int:
     from .network import Network
     from .onnx.export import export_onnx
 
-    if args.opt_level:
-        _err(f"note: -O{args.opt_level}: graph optimizations are not implemented yet; exporting the graph as "
-             "written (-O0)")
     graph, weights = _load(args, args.spec)
-    model = export_onnx(Network(graph, weights), args.output, opset=args.opset, dtype=args.dtype)
+    net = Network(graph, weights)
+    if args.opt_level:
+        from .passes import optimize
+
+        net, _ = optimize(net, args.opt_level)
+    model = export_onnx(net, args.output, opset=args.opset, dtype=args.dtype)
     external = any(t.data_location == 1 for t in model.graph.initializer)
     print(f"wrote {args.output}: network {graph.name}, {len(model.graph.node)} ONNX nodes, opset {args.opset}, "
           f"{graph.num_params():,} params"
           + (f" (weights in {os.path.basename(args.output)}.data)" if external else "")
           + ("" if args.weights else f", initial weights (seed {args.seed})"))
+    return EXIT_OK
+
+
+def cmd_compile(args) -> int:
+    from .errors import GraphconvError
+    from .ir.printer import print_graph
+    from .network import Network
+    from .passes import optimize, registry
+
+    known = registry()
+    for name in args.print_ir_after:
+        if name not in known:
+            raise GraphconvError(f"--print-ir-after: unknown pass '{name}'; passes: {', '.join(known)}")
+
+    def after(p, result, program):
+        if args.print_ir_after_all or p.name in args.print_ir_after:
+            print(f"// IR after {p.name} ({result.line()})")
+            print(print_graph(program.graph))
+
+    graph, weights = _load(args, args.spec)
+    before = len(graph.nodes)
+    net, log = optimize(Network(graph, weights), args.opt_level, training=args.training, passes=args.passes,
+                        verify_ir=args.verify_ir, verify_passes=args.verify_passes, after=after, seed=args.seed)
+    if args.pass_log:
+        for record in log:
+            print(record.line())
+    if args.print_ir:
+        print(print_graph(net.graph))
+    what = "training" if args.training else "inference"
+    print(f"compiled {net.graph.name} at -O{args.opt_level} ({what}): {before} -> {len(net.graph.nodes)} nodes, "
+          f"{len(log)} passes" + (", every pass verified on the reference executor" if args.verify_passes else ""))
+    if args.output:
+        from .ir.serialize import dumps
+        from .weights import save_weights
+
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(dumps(net.graph))
+        weights_path = os.path.splitext(args.output)[0] + ".npz"
+        save_weights(weights_path, net.weights)
+        print(f"wrote {args.output} and {weights_path}")
     return EXIT_OK
 
 
@@ -331,8 +397,8 @@ def cmd_import_onnx(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"check": cmd_check, "summary": cmd_summary, "run": cmd_run, "export-onnx": cmd_export_onnx,
-            "import-onnx": cmd_import_onnx}
+COMMANDS = {"check": cmd_check, "summary": cmd_summary, "run": cmd_run, "compile": cmd_compile,
+            "export-onnx": cmd_export_onnx, "import-onnx": cmd_import_onnx}
 
 
 # -- entry point ----------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def print_graph(graph: Graph, *, locations: bool = True, params: bool = True) ->
     ins = ", ".join(_decl(v) for v in graph.inputs)
     lines = [f"graph {graph.name}({ins}) {{"]
     if graph.meta:
-        lines.append("  meta: " + ", ".join(f"{k}={format_value(v)}" for k, v in _sorted_items(graph.meta)))
+        lines.append("  meta: " + ", ".join(_meta_text(k, v) for k, v in _sorted_items(graph.meta)))
     lines.extend(_param_summary(graph))
     if params:
         lines.extend("  " + _param_line(p) for p in graph.params.values())
@@ -47,6 +47,13 @@ def print_graph(graph: Graph, *, locations: bool = True, params: bool = True) ->
 
 
 # -- pieces -----------------------------------------------------------------------------------------------------
+
+def _meta_text(k: Any, v: Any) -> str:
+    if k == "memory_plan" and isinstance(v, dict):  # the offsets are for backends; the sizes are what a reader wants
+        return (f"memory_plan=<arena {v.get('arena_bytes')} bytes for {v.get('total_bytes')} bytes of activations, "
+                f"{len(v.get('offsets', {}))} buffers, batch {v.get('batch')}>")
+    return f"{k}={format_value(v)}"
+
 
 def _ref(v: Any) -> str:
     return f"%{v.name}" if isinstance(v, Value) else f"<{type(v).__name__}>"
@@ -112,11 +119,21 @@ def _node_line(n: Node, locations: bool) -> str:
     args = [_ref(v) for v in n.inputs] + [f"{role}={_ref(v)}" for role, v in n.params.items()]
     text = f"{_ref(n.output)} = {n.op}({', '.join(args)})"
     if n.attrs:
-        text += " {" + ", ".join(f"{k}={format_value(v)}" for k, v in _attr_items(n)) + "}"
+        text += " {" + ", ".join(_attr_text(n, k, v) for k, v in _attr_items(n)) + "}"
     text += f" : {_type(n.output.type)}"
     if locations and n.loc is not None:
         text += f"   # {n.loc}"
     return text
+
+
+def _attr_text(n: Node, k: str, v: Any) -> str:
+    if k == "epilogue":  # fused steps read as calls: [add(%shortcut), relu]
+        from ..ops.epilogue import describe
+        try:
+            return f"epilogue=[{describe(n.attrs, n.inputs)}]"
+        except Exception:  # noqa: BLE001 - a malformed epilogue prints raw (the verifier reports it)
+            pass
+    return f"{k}={format_value(v)}"
 
 
 def _attr_items(n: Node) -> list[tuple[str, Any]]:

@@ -278,7 +278,12 @@ def _check_ops(graph: Graph, out: list[str]) -> None:
             continue
         if not all(isinstance(v, Value) for v in n.inputs) or not isinstance(n.params, dict):
             continue  # reported by the reference checks
-        k = len(n.inputs)
+        from ..ops import epilogue
+        try:
+            k = epilogue.own_input_count(n.attrs, len(n.inputs))
+        except Exception as e:  # noqa: BLE001 - a malformed epilogue
+            out.append(f"node {n.name}: malformed epilogue {n.attrs.get('epilogue')!r}: {type(e).__name__}: {e}")
+            continue
         if op.variadic:
             least = max(op.min_inputs, len(op.inputs) - 1, 1)
             if k < least:
@@ -292,7 +297,7 @@ def _check_ops(graph: Graph, out: list[str]) -> None:
         if any(_type_problem(t) for t in in_types):
             continue  # reported with the value
         try:
-            inferred = op.infer(n.attrs, in_types)
+            inferred = epilogue.infer(op, n.attrs, in_types)
         except Exception as e:
             out.append(f"node {n.name}: {n.op} shape inference fails on its attributes and inputs: "
                        f"{type(e).__name__}: {e}")
@@ -300,7 +305,7 @@ def _check_ops(graph: Graph, out: list[str]) -> None:
             if inferred != n.output.type:
                 out.append(f"node {n.name}: output type is {n.output.type}, but {n.op} infers {inferred}")
         try:
-            specs = op.params(_param_attr_defaults(op, n.attrs), in_types)
+            specs = op.params(_param_attr_defaults(op, epilogue.own_attrs(n.attrs)), in_types[:k])
         except Exception as e:
             out.append(f"node {n.name}: {n.op} cannot list its parameters: {type(e).__name__}: {e}")
             continue

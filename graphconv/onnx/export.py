@@ -176,7 +176,7 @@ class Exported:
 
 def emit_model(net_or_graph: Any, weights, opset: int, name: str | None, dtype: str | None) -> Exported:
     """The ONNX graph of a network, its initializers still numpy arrays."""
-    from ..ops import REGISTRY
+    from ..ops import REGISTRY, epilogue
 
     opset = check_opset(opset)
     graph, weights = _network_parts(net_or_graph, weights)
@@ -192,7 +192,7 @@ def emit_model(net_or_graph: Any, weights, opset: int, name: str | None, dtype: 
             raise ExportError(f"node '{node.name}': unknown op '{node.op}'")
         e.current = node
         try:
-            op.to_onnx(node, e)
+            epilogue.to_onnx(op, node, e)
         except GraphconvError:
             raise
         except Exception as ex:  # noqa: BLE001 - report the node

@@ -187,6 +187,8 @@ class LogSoftmax(AxisUnary):
 @register
 class Dropout(Unary):
     name = "dropout"
+    stochastic = True
+    passes_through = "inference"
     doc = ("identity at inference; in training zeroes each element with probability rate (mask from ctx.rng) and "
            "scales the rest by 1/(1 - rate)")
     attrs = (Attr("rate", Float(min=0.0, max=1.0), 0.5, "probability of dropping an element, 0 <= rate < 1"),)

@@ -110,6 +110,10 @@ class Conv2d(OpDef):
                           f"{h + top + bottom}×{w + left + right} input {x}")
         return TensorType((x.shape[0], attrs["out_channels"], oh, ow), x.dtype)
 
+    def scale_output(self, attrs, ps, scale, shift):
+        w = np.asarray(ps["weight"], np.float64) * scale.reshape(-1, 1, 1, 1)
+        return {"weight": w, "bias": scaled_bias(ps, scale, shift)}
+
     def reference(self, attrs, xs, ps, ctx):
         x, w = xs[0], ps["weight"]
         n, c = x.shape[:2]
@@ -229,6 +233,13 @@ class ConvTranspose2d(OpDef):
                           f"(output would be {oh}×{ow})", attr="padding")
         return TensorType((x.shape[0], attrs["out_channels"], oh, ow), x.dtype)
 
+    def scale_output(self, attrs, ps, scale, shift):
+        w = np.asarray(ps["weight"], np.float64)  # [in, out / groups, kh, kw]
+        g = attrs["groups"]
+        c, og, kh, kw = w.shape
+        w = (w.reshape(g, c // g, og, kh, kw) * scale.reshape(g, 1, og, 1, 1)).reshape(c, og, kh, kw)
+        return {"weight": w, "bias": scaled_bias(ps, scale, shift)}
+
     def reference(self, attrs, xs, ps, ctx):
         x, w = xs[0], ps["weight"]
         n, c, h, wd = x.shape
@@ -269,3 +280,8 @@ class ConvTranspose2d(OpDef):
         (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["stride"], attrs["dilation"]
         eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
         return Window((-(-eh // sh), -(-ew // sw)), (1, 1), scale=(float(sh), float(sw)))
+
+
+def scaled_bias(ps, scale, shift):
+    b = ps.get("bias")
+    return shift if b is None else np.asarray(b, np.float64) * scale + shift

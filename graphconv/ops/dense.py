@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import OpError
 from ..ir.graph import TensorType
-from .conv import PARAM_ATTRS, fixed_or_init
+from .conv import PARAM_ATTRS, fixed_or_init, scaled_bias
 from .schema import Attr, Bool, Int, OneOf, OpDef, TensorLiteral, expect_rank, register
 
 
@@ -53,6 +55,10 @@ class Dense(OpDef):
         x = in_types[0]
         self._check_input(x)
         return TensorType((x.shape[0], attrs["units"]), x.dtype)
+
+    def scale_output(self, attrs, ps, scale, shift):
+        return {"weight": np.asarray(ps["weight"], np.float64) * scale.reshape(-1, 1),
+                "bias": scaled_bias(ps, scale, shift)}
 
     def reference(self, attrs, xs, ps, ctx):
         x = xs[0]

@@ -75,6 +75,7 @@ class Add(Broadcast):
     name = "add"
     doc = "sum of two or more tensors (residual connections), broadcasting"
     onnx_op = "Add"
+    commutative = True
 
     def combine(self, a, b):
         return a + b
@@ -85,6 +86,7 @@ class Mul(Broadcast):
     name = "mul"
     doc = "product of two or more tensors (gating, attention scales), broadcasting"
     onnx_op = "Mul"
+    commutative = True
 
     def combine(self, a, b):
         return a * b

@@ -53,6 +53,14 @@ class BatchNorm(OpDef):
             y = y * ps["weight"].reshape(shape) + ps["bias"].reshape(shape)
         return y.astype(x.dtype, copy=False)
 
+    def channel_affine(self, attrs, ps):
+        scale = 1.0 / np.sqrt(np.asarray(ps["running_var"], np.float64) + attrs["eps"])
+        shift = -np.asarray(ps["running_mean"], np.float64) * scale
+        if attrs["affine"]:
+            w = np.asarray(ps["weight"], np.float64)
+            scale, shift = scale * w, shift * w + np.asarray(ps["bias"], np.float64)
+        return scale, shift
+
     def to_onnx(self, node, e):
         # inference: the running statistics. ONNX's momentum weighs the old running value (1 - PyTorch's).
         a, ps = node.attrs, node.params

@@ -299,6 +299,9 @@ class OpDef:
     min_inputs: int = 1
     attrs: tuple[Attr, ...] = ()
     fusion: str = "opaque"  # elementwise | broadcast | injective | reduction | out_fusable | opaque
+    commutative: bool = False  # a two-input op whose inputs may be swapped (a fused epilogue may absorb it)
+    stochastic: bool = False  # draws random numbers in training (the optimizer never merges or fuses it then)
+    passes_through: str | None = None  # "always" or "inference": then the op returns its input unchanged
 
     # ---- attributes ----
     def attr(self, name: str) -> Attr:
@@ -371,6 +374,19 @@ class OpDef:
 
     def window(self, attrs: dict[str, Any]) -> Window:
         return Window()
+
+    # ---- optimizer hooks ----
+    def channel_affine(self, attrs: dict[str, Any], ps: dict[str, np.ndarray]
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
+        """At inference, is this op x·scale + shift per channel (axis 1)? Then (scale, shift) in float64; else
+        None. Batchnorm folding uses it."""
+        return None
+
+    def scale_output(self, attrs: dict[str, Any], ps: dict[str, np.ndarray], scale: np.ndarray,
+                     shift: np.ndarray) -> dict[str, np.ndarray] | None:
+        """For an op linear in its parameters per output channel (axis 1): parameters computing y·scale + shift
+        (float64; a "bias" entry is returned even when the op had none). None when the op cannot."""
+        return None
 
     def to_onnx(self, node: Any, e: Any) -> None:
         """Emit standard ONNX nodes computing `node` (an IR node of this op) through the emitter `e` of

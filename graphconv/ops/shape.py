@@ -23,6 +23,7 @@ def _expect_min_rank(op: str, t: TensorType, rank: int) -> None:
 @register
 class Identity(OpDef):
     name = "identity"
+    passes_through = "always"
     doc = "returns its input unchanged"
     fusion = "elementwise"
 

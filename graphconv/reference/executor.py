@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ExecutionError, GraphconvError, InputError, WeightsError, did_you_mean
 from ..ir.graph import DTYPES, Graph, Node, TensorType
-from ..ops import REGISTRY, RefContext
+from ..ops import REGISTRY, RefContext, epilogue
 
 __all__ = ["run_graph", "check_inputs", "prepare_weights", "free_plan", "node_rng"]
 
@@ -200,7 +200,7 @@ def run_graph(graph: Graph, inputs: Mapping[str, Any], weights: Mapping[str, Any
             xs = [env[v.name] if v.kind != "param" else params[v.name] for v in node.inputs]
             ps = {role: params[v.name] for role, v in node.params.items()}
             ctx = RefContext(training=training, rng=node_rng(seed, node.name))
-            y = op.reference(node.attrs, xs, ps, ctx)
+            y = epilogue.run(op, node.attrs, xs, ps, ctx)
             del xs, ps
             y = _check_result(y, node.output.type, dims, dt)
         except Exception as e:  # noqa: BLE001 - every failure is reported with the node that caused it

@@ -42,7 +42,7 @@ def test_no_command_is_usage_error(capsys):
 
 
 def test_unknown_command_and_option(capsys):
-    assert cli.main(["compile", "x.gc"]) == 2
+    assert cli.main(["frobnicate", "x.gc"]) == 2
     assert "invalid choice" in capsys.readouterr().err
     assert cli.main(["run", "x.gc", "--frobnicate"]) == 2
     assert "unrecognized arguments: --frobnicate" in capsys.readouterr().err
