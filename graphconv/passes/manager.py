@@ -8,7 +8,7 @@ dropout):
 
     -O0  nothing
     -O1  simplification: dropout and identity removal, constant folding, common subexpressions, dead code
-    -O2  -O1 + batchnorm folding, activation and residual fusion, memory planning
+    -O2  -O1 + batchnorm folding, 1×1 folding, activation and residual fusion, memory planning
     -O3  -O2 (the passes of later milestones: 1×1 folding, pooling lowering, layout assignment)
 
 `verify_ir=True` (debug mode) runs the IR verifier after every pass. `verify_passes=True` runs the reference
@@ -47,11 +47,11 @@ class PassRecord:
 
 def registry() -> dict[str, Pass]:
     """Every pass by name."""
-    from . import (cse, dce, fold_batchnorm, fold_constants, fuse_activation, plan_memory, remove_dropout,
+    from . import (cse, dce, fold_1x1, fold_batchnorm, fold_constants, fuse_activation, plan_memory, remove_dropout,
                    remove_identity)
 
     passes = [remove_dropout.RemoveDropout(), remove_identity.RemoveIdentity(), fold_constants.FoldConstants(),
-              cse.CommonSubexpressions(), dce.DeadCode(), fold_batchnorm.FoldBatchNorm(),
+              cse.CommonSubexpressions(), dce.DeadCode(), fold_batchnorm.FoldBatchNorm(), fold_1x1.Fold1x1(),
               fuse_activation.FuseActivation(), plan_memory.PlanMemory()]
     return {p.name: p for p in passes}
 
@@ -60,8 +60,8 @@ SIMPLIFY = ["remove_dropout", "remove_identity", "fold_constants", "cse", "dce"]
 PIPELINES: dict[int, list[str]] = {
     0: [],
     1: SIMPLIFY,
-    2: SIMPLIFY + ["fold_batchnorm", "fuse_activation", "dce", "plan_memory"],
-    3: SIMPLIFY + ["fold_batchnorm", "fuse_activation", "dce", "plan_memory"],
+    2: SIMPLIFY + ["fold_batchnorm", "fold_1x1", "fuse_activation", "dce", "plan_memory"],
+    3: SIMPLIFY + ["fold_batchnorm", "fold_1x1", "fuse_activation", "dce", "plan_memory"],
 }
 
 

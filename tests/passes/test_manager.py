@@ -19,7 +19,7 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 def test_every_pass_has_a_module_a_name_and_a_summary():
     reg = registry()
     assert set(reg) == {"remove_dropout", "remove_identity", "fold_constants", "cse", "dce", "fold_batchnorm",
-                        "fuse_activation", "plan_memory"}
+                        "fold_1x1", "fuse_activation", "plan_memory"}
     for name, p in reg.items():
         assert p.name == name and p.summary and type(p).__module__ == f"graphconv.passes.{name}"
         assert (type(p).__module__.split(".")[-1] == name) and __import__(type(p).__module__, fromlist=["x"]).__doc__
@@ -28,11 +28,12 @@ def test_every_pass_has_a_module_a_name_and_a_summary():
 def test_levels():
     assert [p.name for p in pipeline(0)] == []
     assert [p.name for p in pipeline(1)] == ["remove_dropout", "remove_identity", "fold_constants", "cse", "dce"]
-    assert [p.name for p in pipeline(2)][-4:] == ["fold_batchnorm", "fuse_activation", "dce", "plan_memory"]
+    assert [p.name for p in pipeline(2)][-5:] == ["fold_batchnorm", "fold_1x1", "fuse_activation", "dce",
+                                                  "plan_memory"]
     assert set(PIPELINES) == {0, 1, 2, 3}
     # a training graph keeps batchnorm statistics and dropout
     train = [p.name for p in pipeline(2, training=True)]
-    assert "remove_dropout" not in train and "fold_batchnorm" not in train and "fuse_activation" not in train
+    assert not {"remove_dropout", "fold_batchnorm", "fold_1x1", "fuse_activation"} & set(train)
     assert "cse" in train and "dce" in train
     for bad in (4, -1, True, "2"):
         with pytest.raises(GraphconvError, match="unknown optimization level"):
@@ -119,7 +120,7 @@ def test_cli_pass_log(capsys):
     assert "fold_batchnorm: 53 batchnorms folded into convolutions" in out
     assert "fuse_activation: 49 activations fused; 16 residual adds fused" in out
     assert any(line.startswith("plan_memory: arena ") and "of activations" in line for line in out)
-    assert out[-1] == "compiled resnet50 at -O2 (inference): 175 -> 57 nodes, 9 passes"
+    assert out[-1] == "compiled resnet50 at -O2 (inference): 175 -> 57 nodes, 10 passes"
 
 
 def test_cli_print_ir_after_and_verify(capsys, tmp_path):

@@ -9,7 +9,6 @@ of folded weights without bound)."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import onnxruntime as ort
