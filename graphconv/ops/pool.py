@@ -1,19 +1,21 @@
 """Pooling over x [N, C, H, W]: the sliding-window pools share `Pool` (stride defaulting to the kernel, `same`
-padding, PyTorch's padding limit and ceil_mode rule); the global pools share `GlobalPool`."""
+padding, PyTorch's padding limit and ceil_mode rule); the global pools share `GlobalPool`. `window_reduce` and
+`reduce_mean` are what the optimizer's pooling lowering turns the pools into (graphconv/passes/lower_pooling.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import OpError
-from ..ir.graph import TensorType
-from .schema import (Attr, Bool, Float, Ints, OpDef, Padding, Window, expect_rank, register, resolve_padding,
-                     sliding_windows, window_out)
+from ..ir.graph import Init, TensorType
+from .schema import (Attr, Bool, Enum, Float, Ints, OneOf, OpDef, Padding, TensorLiteral, Window, expect_rank,
+                     register, resolve_padding, sliding_windows, window_out)
 
 KERNEL = Attr("kernel", Ints(2), doc="window size: k or [kh, kw]")
 STRIDE = Attr("stride", Ints(2), None, "step: s or [sh, sw] (default: the kernel)", optional=True)
 PADDING = Attr("padding", Padding(), (0, 0, 0, 0), "same, valid, p, [ph, pw] or [top, left, bottom, right]")
 CEIL_MODE = Attr("ceil_mode", Bool(), False, "round the output size up; a last window must start inside the input")
+DILATION = Attr("dilation", Ints(2), (1, 1))
 
 
 class Pool(OpDef):
@@ -22,6 +24,10 @@ class Pool(OpDef):
 
     fusion = "out_fusable"
     fill = 0.0
+
+    def fill_value(self, attrs) -> float:
+        """What the padding and the ceil_mode overhang read."""
+        return self.fill
 
     @staticmethod
     def _dilation(attrs) -> tuple[int, int]:
@@ -64,13 +70,11 @@ class Pool(OpDef):
         return TensorType((x.shape[0], x.shape[1], oh, ow), x.dtype)
 
     def windows(self, attrs, x: np.ndarray) -> np.ndarray:
-        """Views [N, C, OH, OW, KH, KW] of x padded with `fill`, including the overhang of ceil_mode windows."""
+        """Views [N, C, OH, OW, KH, KW] of x padded with `fill_value`, including the overhang of ceil_mode
+        windows."""
         oh, ow = self._out_hw(attrs, x.shape[2], x.shape[3])
-        top, left, bottom, right = attrs["padding"]
-        (sh, sw), (eh, ew) = attrs["stride"], self._extent(attrs)
-        bottom = max(bottom, (oh - 1) * sh + eh - x.shape[2] - top)
-        right = max(right, (ow - 1) * sw + ew - x.shape[3] - left)
-        xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=self.fill)
+        top, left, bottom, right = self.overhang_pads(attrs, x.shape[2], x.shape[3])
+        xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=self.fill_value(attrs))
         return sliding_windows(xp, attrs["kernel"], attrs["stride"], self._dilation(attrs), (oh, ow))
 
     def reference(self, attrs, xs, ps, ctx):
@@ -87,12 +91,20 @@ class Pool(OpDef):
     def window(self, attrs):
         return Window(self._extent(attrs), attrs["stride"])
 
+    def overhang_pads(self, attrs, h: int, w: int) -> tuple[int, int, int, int]:
+        """The padding (top, left, bottom, right) with bottom and right grown to cover the ceil_mode overhang: a
+        convolution with these pads (and no ceil_mode) sees the same windows."""
+        oh, ow = self._out_hw(attrs, h, w)
+        top, left, bottom, right = attrs["padding"]
+        (sh, sw), (eh, ew) = attrs["stride"], self._extent(attrs)
+        return top, left, max(bottom, (oh - 1) * sh + eh - h - top), max(right, (ow - 1) * sw + ew - w - left)
+
 
 @register
 class MaxPool2d(Pool):
     name = "max_pool2d"
     doc = "maximum over each window; padding never wins (it reads -inf)"
-    attrs = (KERNEL, STRIDE, PADDING, Attr("dilation", Ints(2), (1, 1)), CEIL_MODE)
+    attrs = (KERNEL, STRIDE, PADDING, DILATION, CEIL_MODE)
     fill = -np.inf
 
     def reduce(self, attrs, win, in_shape):
@@ -122,13 +134,18 @@ class AvgPool2d(Pool):
     attrs = (KERNEL, STRIDE, PADDING, CEIL_MODE,
              Attr("count_include_pad", Bool(), True, "padding counts in the divisor"))
 
-    def reduce(self, attrs, win, in_shape):
-        oh, ow = win.shape[2:4]
+    def divisor(self, attrs, h: int, w: int) -> np.ndarray:
+        """The divisor of each output position [OH, OW] (integers) for an H×W input: what the reference divides
+        each window's sum by (the pooling lowering turns it into a per-position scale)."""
+        oh, ow = self._out_hw(attrs, h, w)
         (kh, kw), (sh, sw), (top, left, bottom, right) = attrs["kernel"], attrs["stride"], attrs["padding"]
         inc = attrs["count_include_pad"]
-        rows = _window_counts(in_shape[2], kh, sh, top, bottom, oh, inc)
-        cols = _window_counts(in_shape[3], kw, sw, left, right, ow, inc)
-        return win.sum(axis=(-2, -1)) / np.outer(rows, cols)
+        rows = _window_counts(h, kh, sh, top, bottom, oh, inc)
+        cols = _window_counts(w, kw, sw, left, right, ow, inc)
+        return np.outer(rows, cols)
+
+    def reduce(self, attrs, win, in_shape):
+        return win.sum(axis=(-2, -1)) / self.divisor(attrs, in_shape[2], in_shape[3])
 
     def to_onnx(self, node, e):
         e.add_node("AveragePool", [e.value(node.inputs[0])], e.out(node),
@@ -156,17 +173,81 @@ class LpPool2d(Pool):
         # ONNX LpPool takes an integer p: (Σ|x|^p)^(1/p) as Abs, Pow, a depthwise all-ones Conv (zero padding and
         # the ceil_mode overhang add nothing), Pow.
         x = node.inputs[0]
-        c, h, w = (int(d) for d in x.type.shape[1:])
-        oh, ow = self._out_hw(a, h, w)
-        top, left, bottom, right = a["padding"]
-        (kh, kw), (sh, sw) = a["kernel"], a["stride"]
-        bottom = max(bottom, (oh - 1) * sh + kh - h - top)
-        right = max(right, (ow - 1) * sw + kw - w - left)
         y = e.add_node("Abs", [e.value(x)])
         y = e.add_node("Pow", [y, e.scalar(p, "p")])
-        y = e.add_node("Conv", [y, e.const(np.ones((c, 1, kh, kw)), "ones")], kernel_shape=[kh, kw],
-                       strides=[sh, sw], pads=[top, left, bottom, right], group=c)
+        y = _window_sum_conv(self, a, x, y, e)
         e.add_node("Pow", [y, e.scalar(1.0 / p, "inv_p")], e.out(node))
+
+
+def _window_sum_conv(op: Pool, a, x, src: str, e, out: str | None = None) -> str:
+    """ONNX: the window sums of `src` (shaped like the IR value x) as a depthwise all-ones Conv. Zero padding and
+    the ceil_mode overhang (grown into the bottom/right pads) add nothing."""
+    c, h, w = (int(d) for d in x.type.shape[1:])
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], op._dilation(a)
+    return e.add_node("Conv", [src, e.const(np.ones((c, 1, kh, kw)), "ones")], out, kernel_shape=[kh, kw],
+                      strides=[sh, sw], pads=list(op.overhang_pads(a, h, w)), dilations=[dh, dw], group=c)
+
+
+@register
+class WindowReduce(Pool):
+    name = "window_reduce"
+    doc = ("sum or maximum over each window, times an optional fixed per-position scale [OH, OW]: what the pooling "
+           "lowering makes of avg_pool2d (sum, scale = 1/divisor) and max_pool2d (max); padding and the ceil_mode "
+           "overhang add zeros to a sum and never win a max")
+    attrs = (Attr("reduce", Enum("sum", "max"), doc="sum or max"), KERNEL, STRIDE, PADDING, DILATION, CEIL_MODE,
+             Attr("scale", OneOf(Bool(), TensorLiteral()), False,
+                  "false, true (a trained [OH, OW] scale, initialized to ones) or fixed values [OH, OW] multiplying "
+                  "each output position"))
+
+    def fill_value(self, attrs):
+        return -np.inf if attrs["reduce"] == "max" else 0.0
+
+    def ir_attrs(self, attrs):
+        out = super().ir_attrs(attrs)
+        if isinstance(out.get("scale"), np.ndarray):  # fixed values live in the parameter
+            out["scale"] = True
+        return out
+
+    def params(self, attrs, in_types):
+        scale = attrs["scale"]
+        if scale is False:
+            return []
+        from .conv import fixed_or_init
+
+        x = in_types[0]
+        oh, ow = self._out_hw(attrs, int(x.shape[2]), int(x.shape[3]))
+        return [fixed_or_init("scale", (oh, ow), None if scale is True else scale, Init("ones"), self.name)]
+
+    def reduce(self, attrs, win, in_shape):
+        return win.max(axis=(-2, -1)) if attrs["reduce"] == "max" else win.sum(axis=(-2, -1))
+
+    def reference(self, attrs, xs, ps, ctx):
+        y = super().reference(attrs, xs, ps, ctx)
+        if attrs["scale"] is not False:
+            y = np.asarray(y * ps["scale"], dtype=y.dtype)
+        return y
+
+    def to_onnx(self, node, e):
+        a, x = node.attrs, node.inputs[0]
+        scaled = a["scale"] is not False
+        out = None if scaled else e.out(node)
+        if a["reduce"] == "max":
+            y = e.add_node("MaxPool", [e.value(x)], out, dilations=list(a["dilation"]), **self.onnx_pool_attrs(a))
+        elif a["dilation"] != (1, 1):  # AveragePool has no dilations before opset 19
+            y = _window_sum_conv(self, a, x, e.value(x), e, out)
+        else:
+            # the mean counting the padding, times what it divided by: the kernel area, or per position where
+            # ceil_mode windows run past the padded input (AveragePool does not count that overhang)
+            h, w = int(x.type.shape[2]), int(x.type.shape[3])
+            oh, ow = self._out_hw(a, h, w)
+            (kh, kw), (sh, sw), (top, left, bottom, right) = a["kernel"], a["stride"], a["padding"]
+            counts = np.outer(_window_counts(h, kh, sh, top, bottom, oh, True),
+                              _window_counts(w, kw, sw, left, right, ow, True)).astype(np.float64)
+            y = e.add_node("AveragePool", [e.value(x)], count_include_pad=1, **self.onnx_pool_attrs(a))
+            area = e.scalar(kh * kw, "area") if np.all(counts == kh * kw) else e.const(counts, "counts")
+            y = e.add_node("Mul", [y, area], out)
+        if scaled:
+            e.add_node("Mul", [y, e.value(node.params["scale"])], e.out(node))
 
 
 class GlobalPool(OpDef):
@@ -205,3 +286,17 @@ class GlobalMaxPool(GlobalPool):
 
     def to_onnx(self, node, e):
         e.add_node("GlobalMaxPool", [e.value(node.inputs[0])], e.out(node))
+
+
+@register
+class ReduceMean(GlobalPool):
+    name = "reduce_mean"
+    doc = ("mean over the spatial axes H and W, kept as size 1: [N, C, H, W] -> [N, C, 1, 1] (ONNX ReduceMean); "
+           "what the pooling lowering makes of global_avg_pool")
+
+    def reference(self, attrs, xs, ps, ctx):
+        return xs[0].mean(axis=(2, 3), keepdims=True)
+
+    def to_onnx(self, node, e):
+        # axes as an input: opset 18 and later (the exporter's minimum)
+        e.add_node("ReduceMean", [e.value(node.inputs[0]), e.ints([2, 3], "axes")], e.out(node), keepdims=1)

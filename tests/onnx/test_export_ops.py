@@ -102,6 +102,15 @@ CASES = [
     ("pad-reflect", "pad", [X4], dict(pads=[2, 1, 3, 0], mode="reflect")),
     ("pad-edge", "pad", [X4], dict(pads=2, mode="edge")),
     ("identity", "identity", [X4], {}),
+    ("window_sum", "window_reduce", [X4], dict(reduce="sum", kernel=2)),
+    ("window_sum-pad-ceil", "window_reduce", [X4], dict(reduce="sum", kernel=3, stride=2, padding=1, ceil_mode=True)),
+    ("window_sum-dilation", "window_reduce", [X4], dict(reduce="sum", kernel=[3, 2], dilation=[2, 1], stride=1,
+                                                        padding=[1, 0, 2, 1])),
+    ("window_sum-scaled", "window_reduce", [X4], dict(reduce="sum", kernel=3, stride=2, ceil_mode=True,
+                                                      scale=np.linspace(0.5, 2.0, 20).reshape(4, 5))),
+    ("window_max", "window_reduce", [X4], dict(reduce="max", kernel=3, stride=2, padding=1, ceil_mode=True)),
+    ("window_max-scaled", "window_reduce", [X4], dict(reduce="max", kernel=2, dilation=2, scale=True)),
+    ("reduce_mean", "reduce_mean", [X4], {}),
 ]
 
 

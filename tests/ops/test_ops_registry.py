@@ -29,6 +29,8 @@ POSITIONAL = {
     "batchnorm": ["eps", "momentum", "affine", "frozen"],
     "lrn": ["size", "alpha", "beta", "bias"],
     "upsample": ["scale", "size", "mode", "align_corners"],
+    "window_reduce": ["reduce", "kernel", "stride", "padding", "dilation", "ceil_mode", "scale"],
+    "reduce_mean": [],
 }
 
 # One typical configuration per op: (attributes, per-sample input shapes).
@@ -53,6 +55,9 @@ SWEEP = {
     "batchnorm": ({}, [(3, 4, 4)]),
     "lrn": ({"size": 3}, [(5, 4, 4)]),
     "upsample": ({"scale": 2, "mode": "bilinear"}, [(3, 4, 4)]),
+    "window_reduce": ({"reduce": "sum", "kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True, "scale": True},
+                      [(3, 6, 6)]),
+    "reduce_mean": ({}, [(3, 6, 6)]),
 }
 
 

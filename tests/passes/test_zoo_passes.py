@@ -39,11 +39,12 @@ def _net(key, dtype=np.float32):
     return net
 
 
+@pytest.mark.parametrize("level", [2, 3])
 @pytest.mark.parametrize("spec", sorted(ZOO))
-def test_o2_keeps_the_function(spec):
+def test_optimization_keeps_the_function(spec, level):
     # float64 weights: folded weights are then not rounded to float32, so only the transformation is measured
     net = _net(spec, np.float64)
-    opt, log = optimize(net, 2, verify_ir=True)
+    opt, log = optimize(net, level, verify_ir=True)
     assert len(opt.graph.nodes) <= len(net.graph.nodes)
     assert not any(n.op in ("batchnorm", "dropout", "identity") for n in opt.graph.nodes), format_log(log)
     rng = np.random.default_rng(0)
