@@ -26,10 +26,10 @@ class Dense(OpDef):
     def check_attr_combination(self, attrs):
         w = attrs["weight"]
         if w is not None and w.ndim != 2:
-            raise OpError(f"dense: the weight written in the spec must be 2-d [units, features], "
+            raise OpError(f"{self.name}: the weight written in the spec must be 2-d [units, features], "
                           f"got shape {list(w.shape)}", attr="weight")
         if attrs["units"] is None and w is None:
-            raise OpError("dense: missing required attribute 'units'", attr="units")
+            raise OpError(f"{self.name}: missing required attribute 'units'", attr="units")
 
     def _check_input(self, x: TensorType) -> None:
         hint = "insert flatten before dense" if x.rank > 2 else None
@@ -75,3 +75,42 @@ class Dense(OpDef):
 
     def macs(self, attrs, in_types, out_type):
         return int(in_types[0].shape[1]) * attrs["units"]
+
+
+@register
+class ChannelMatmul(Dense):
+    name = "channel_matmul"
+    doc = ("the same matrix over the channels at every position: x [N, C, ...] -> [N, units, ...], "
+           "y[n, :, p] = weight·x[n, :, p] + bias, weight [units, C]; a 1×1 convolution as a matrix product "
+           "(what the optimizer lowers 1×1 convolutions to at -O3)")
+
+    def _check_input(self, x: TensorType) -> None:
+        if x.rank < 2:
+            raise OpError(f"channel_matmul expects an input [N, C, ...] of rank 2 or more, got {x}", arg=0)
+
+    def infer(self, attrs, in_types):
+        x = in_types[0]
+        self._check_input(x)
+        return TensorType((x.shape[0], attrs["units"], *x.shape[2:]), x.dtype)
+
+    def reference(self, attrs, xs, ps, ctx):
+        x = xs[0]
+        n, c = x.shape[:2]
+        y = np.matmul(ps["weight"], x.reshape(n, c, -1))  # [units, C] @ [N, C, P] -> [N, units, P]
+        if "bias" in ps:
+            y = y + ps["bias"].reshape(-1, 1)
+        return y.reshape((n, -1) + x.shape[2:]).astype(x.dtype, copy=False)
+
+    def to_onnx(self, node, e):
+        x = node.inputs[0]
+        if x.type.rank == 2:
+            super().to_onnx(node, e)
+            return
+        w = node.params["weight"]
+        kernel = e.add_node("Reshape", [e.value(w), e.ints([*w.type.shape, *[1] * (x.type.rank - 2)], "shape")])
+        ins = [e.value(x), kernel] + ([e.value(node.params["bias"])] if "bias" in node.params else [])
+        e.add_node("Conv", ins, e.out(node))
+
+    def macs(self, attrs, in_types, out_type):
+        x = in_types[0]
+        return int(x.shape[1]) * attrs["units"] * int(np.prod([int(d) for d in x.shape[2:]], dtype=np.int64))

@@ -114,6 +114,30 @@ def test_reshape_requires_shape():
     assert op_error("reshape", [tt(4)]).attr == "shape"
 
 
+# -- channel_matmul ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channel_matmul_is_a_1x1_convolution(dtype):
+    x = randn(2, 6, 5, 4, seed=4, dtype=dtype)
+    y, built, ps = run("channel_matmul", [x], units=3)
+    want, _, _ = run("conv2d", [x], params={"weight": ps["weight"].reshape(3, 6, 1, 1), "bias": ps["bias"]},
+                     out_channels=3, kernel=1)
+    close(y, want)
+    assert built.out == tt(3, 5, 4, dtype=np.dtype(dtype).name) and built.op.fusion == "out_fusable"
+    assert built.op.macs(built.attrs, [tt(6, 5, 4)], built.out) == 6 * 3 * 5 * 4
+    assert [p.shape for p in built.params] == [(3, 6), (3,)]
+
+
+def test_channel_matmul_rank2_is_dense_and_errors():
+    x = randn(4, 7, seed=5)
+    y, _, ps = run("channel_matmul", [x], units=2, bias=False)
+    close(y, x @ ps["weight"].T)
+    e = op_error("channel_matmul", [tt()], units=2)
+    assert "channel_matmul expects an input [N, C, ...] of rank 2 or more, got f32[N]" in e.message
+    e = op_error("channel_matmul", [tt(3)])
+    assert e.attr == "units" and e.message == "channel_matmul: missing required attribute 'units'"
+
+
 # -- transpose --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("perm, expect", [

@@ -1,0 +1,50 @@
+"""lower_1x1: the 1×1 convolutions left after folding become matrix products (`channel_matmul`) (-O3).
+
+A 1×1 convolution with stride 1, no padding and one group reads each pixel's channels once: per sample it is the
+matrix product W [O, C] × X [C, H·W], the GEMM a backend runs at full speed with no window logic. The node keeps its
+name, inputs, fused epilogue and place; its weight becomes the [O, C] matrix (same values, same parameter name and
+role) and its bias stays. Dilation and flip do not matter for a 1×1 kernel.
+
+Strided, padded or grouped 1×1 convolutions stay convolutions (they are not one product over all pixels). Runs
+after fold_1x1, so only 1×1 convolutions that could not be folded away are lowered. Inference only: the training
+path has no gradient rule for channel_matmul yet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.graph import TensorType
+from .base import Pass, PassResult, Program
+
+
+def is_pointwise(node) -> bool:
+    a = node.attrs
+    return (node.op == "conv2d" and tuple(a["kernel"]) == (1, 1) and tuple(a["stride"]) == (1, 1)
+            and not any(a["padding"]) and a["groups"] == 1)
+
+
+class Lower1x1(Pass):
+    name = "lower_1x1"
+    summary = "lower 1×1 convolutions (stride 1, no padding, one group) to channel matrix products"
+    inference_only = True
+
+    def run(self, program: Program) -> PassResult:
+        g = program.graph
+        result = PassResult()
+        for node in g.nodes:
+            if not is_pointwise(node):
+                continue
+            w = node.params["weight"]
+            p = g.params[w.name]
+            o, c = int(w.type.shape[0]), int(w.type.shape[1])
+            if p.data is not None:
+                p.data = np.asarray(p.data).reshape(o, c)
+            else:
+                program.weights[w.name] = np.asarray(program.weights[w.name]).reshape(o, c)
+            w.type = TensorType((o, c), w.type.dtype)
+            keep = {k: v for k, v in node.attrs.items() if k in ("bias", "epilogue")}
+            node.op = "channel_matmul"
+            node.attrs = {"units": o, **keep}
+            result.count("1×1 convolutions lowered to matrix products")
+        return result
