@@ -7,10 +7,12 @@ that node, so a backend applies it while the output is still in registers. A nod
     (op, attrs, operand)
 
 - `op`: a registered op of fusion kind `elementwise` (one input: relu, clip, sigmoid, ...) or `broadcast` and
-  `commutative` (two inputs: add, mul);
+  `commutative` (two inputs: add, mul), or at most one `window_step` op (max pooling: the producer writes the
+  pooled result; steps after it see the pooled shape);
 - `attrs`: that op's IR attributes, as a tuple of (name, value) pairs (hashable, serializable);
 - `operand`: None for a one-input step; for a two-input step, the index in `node.inputs` of the other operand.
-  Those operands come after the op's own inputs, in step order, and must not change the output's shape.
+  Those operands come after the op's own inputs, in step order. Only a window step may change the shape (its
+  spatial size).
 
 Every consumer goes through this module: shape inference (`infer`), the reference executor (`run`), the ONNX
 exporter (`to_onnx`, which writes the op and then each step as its own standard ONNX node).
@@ -48,7 +50,7 @@ def own_input_count(attrs: dict[str, Any], n_inputs: int) -> int:
 
 
 def can_absorb(step_op: Any) -> bool:
-    """Whether an op may become an epilogue step (decided by its fusion kind, not its name)."""
+    """Whether an op may become an elementwise epilogue step (decided by its fusion kind, not its name)."""
     return step_op.fusion == "elementwise" or (step_op.fusion == "broadcast" and step_op.commutative)
 
 
@@ -59,31 +61,46 @@ def _check_step(op_name: str, step: Any, n_inputs: int, first_operand: int) -> t
         raise OpError(f"{op_name}: epilogue step {step!r} is not (op, attrs, operand)")
     name, attrs, operand = step
     sop = REGISTRY.get(name)
-    if sop is None or not can_absorb(sop):
-        raise OpError(f"{op_name}: epilogue step '{name}' is not an elementwise or commutative broadcast op")
-    if (operand is None) != (sop.fusion == "elementwise"):
+    if sop is None or not (can_absorb(sop) or sop.window_step):
+        raise OpError(f"{op_name}: epilogue step '{name}' is not an elementwise or commutative broadcast op, nor a "
+                      "window step")
+    if (operand is None) != (sop.fusion == "elementwise" or sop.window_step):
         raise OpError(f"{op_name}: epilogue step '{name}' takes {'no' if operand is None else 'an'} operand wrongly")
     if operand is not None and not first_operand <= operand < n_inputs:
         raise OpError(f"{op_name}: epilogue step '{name}' reads input {operand}, which is not an extra operand")
     return sop, dict(attrs), operand
 
 
-def infer(op: Any, attrs: dict[str, Any], in_types: Sequence[TensorType]) -> TensorType:
-    """The node's output type: the op's own inference, then each step's (which must keep the shape)."""
+def step_types(op: Any, attrs: dict[str, Any], in_types: Sequence[TensorType]) -> list[TensorType]:
+    """The type of the op's own result, then of the result after each step (the last one is the node's output)."""
     seq = steps(attrs)
     if not seq:
-        return op.infer(attrs, in_types)
+        return [op.infer(attrs, in_types)]
     if op.fusion != "out_fusable":
         raise OpError(f"{op.name} cannot carry an epilogue (its fusion kind is {op.fusion})")
     n_own = own_input_count(attrs, len(in_types))
-    out = op.infer(own_attrs(attrs), in_types[:n_own])
+    types = [op.infer(own_attrs(attrs), in_types[:n_own])]
+    windows = 0
     for step in seq:
         sop, sattrs, operand = _check_step(op.name, step, len(in_types), n_own)
+        out = types[-1]
         ins = [out] if operand is None else [out, in_types[operand]]
         t = sop.infer(sattrs, ins)
-        if t != out:
+        if sop.window_step:
+            windows += 1
+            if windows > 1:
+                raise OpError(f"{op.name}: an epilogue takes at most one window step")
+            if t.shape[:2] != out.shape[:2] or t.dtype != out.dtype:
+                raise OpError(f"{op.name}: window step '{sop.name}' changes more than the spatial size ({out} to {t})")
+        elif t != out:
             raise OpError(f"{op.name}: epilogue step '{sop.name}' changes the output from {out} to {t}")
-    return out
+        types.append(t)
+    return types
+
+
+def infer(op: Any, attrs: dict[str, Any], in_types: Sequence[TensorType]) -> TensorType:
+    """The node's output type: the op's own inference, then each step's (only a window step may change it)."""
+    return step_types(op, attrs, in_types)[-1]
 
 
 def run(op: Any, attrs: dict[str, Any], xs: list[np.ndarray], ps: dict[str, np.ndarray], ctx: Any) -> np.ndarray:
@@ -111,12 +128,13 @@ def to_onnx(op: Any, node: Node, e: Any) -> None:
         op.to_onnx(node, e)
         return
     n_own = own_input_count(node.attrs, len(node.inputs))
-    current = Value(e.tmp(op.name), node.output.type, "node")
+    types = step_types(op, node.attrs, [v.type for v in node.inputs])
+    current = Value(e.tmp(op.name), types[0], "node")
     op.to_onnx(Node(node.name, op.name, node.inputs[:n_own], own_attrs(node.attrs), current, node.params,
                     node.loc), e)
     for k, (name, sattrs, operand) in enumerate(seq):
         last = k == len(seq) - 1
-        out = node.output if last else Value(e.tmp(name), node.output.type, "node")
+        out = node.output if last else Value(e.tmp(name), types[k + 1], "node")
         ins = [current] if operand is None else [current, node.inputs[operand]]
         REGISTRY[name].to_onnx(Node(node.name, name, ins, dict(sattrs), out, {}, node.loc), e)
         current = out

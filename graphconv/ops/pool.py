@@ -103,6 +103,7 @@ class Pool(OpDef):
 @register
 class MaxPool2d(Pool):
     name = "max_pool2d"
+    window_step = True
     doc = "maximum over each window; padding never wins (it reads -inf)"
     attrs = (KERNEL, STRIDE, PADDING, DILATION, CEIL_MODE)
     fill = -np.inf
@@ -191,6 +192,7 @@ def _window_sum_conv(op: Pool, a, x, src: str, e, out: str | None = None) -> str
 @register
 class WindowReduce(Pool):
     name = "window_reduce"
+    window_step = True
     doc = ("sum or maximum over each window, times an optional fixed per-position scale [OH, OW]: what the pooling "
            "lowering makes of avg_pool2d (sum, scale = 1/divisor) and max_pool2d (max); padding and the ceil_mode "
            "overhang add zeros to a sum and never win a max")

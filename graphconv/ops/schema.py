@@ -300,6 +300,7 @@ class OpDef:
     attrs: tuple[Attr, ...] = ()
     fusion: str = "opaque"  # elementwise | broadcast | injective | reduction | out_fusable | opaque
     commutative: bool = False  # a two-input op whose inputs may be swapped (a fused epilogue may absorb it)
+    window_step: bool = False  # a window reduction a producer may apply to its output as it writes it (max pool)
     stochastic: bool = False  # draws random numbers in training (the optimizer never merges or fuses it then)
     passes_through: str | None = None  # "always" or "inference": then the op returns its input unchanged
 

@@ -117,6 +117,20 @@ def output_values(graph: Graph) -> set[str]:
     return {v.name for v in graph.outputs.values()}
 
 
+class Readers:
+    """Who reads each value of a graph (a snapshot; passes update `of` as they rewrite)."""
+
+    def __init__(self, graph: Graph):
+        self.of = users(graph)
+        self.outputs = output_values(graph)
+
+    def only(self, v: Value) -> Node | None:
+        """The one node reading `v`, when `v` has exactly one reader and is not a graph output: then the value is
+        private to that pair and may be rewritten with it."""
+        r = self.of.get(v.name, ())
+        return r[0] if len(r) == 1 and v.name not in self.outputs else None
+
+
 def fresh_name(graph: Graph, base: str) -> str:
     name, k = base, 1
     while name in graph.values:

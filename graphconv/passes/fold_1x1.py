@@ -26,8 +26,7 @@ import numpy as np
 
 from ..ir.graph import TensorType
 from ..ops import REGISTRY
-from .base import Pass, PassResult, Program, fresh_name, output_values, prune_params, remove_nodes, replace_uses
-from .base import users as value_users
+from .base import Pass, PassResult, Program, Readers, fresh_name, prune_params, remove_nodes, replace_uses
 
 
 def channel_map(node, program: Program) -> tuple[np.ndarray, np.ndarray | None] | None:
@@ -68,17 +67,16 @@ class Fold1x1(Pass):
 
     def _one(self, program: Program, result: PassResult) -> bool:
         g = program.graph
-        readers = value_users(g)
-        outs = output_values(g)
+        readers = Readers(g)
         for node in g.nodes:
             m = channel_map(node, program)
             if m is None:
                 continue
-            path = self._path_back(node, readers, outs)
+            path = self._path_back(node, readers)
             if path is None:
                 continue
             layer, between = path
-            if not _layer_matrix(layer) or any(len(readers.get(v.name, ())) != 1 for v in layer.params.values()):
+            if not _layer_matrix(layer) or any(readers.only(v) is None for v in layer.params.values()):
                 continue
             if node.op == "dense" and not between and layer.op != "dense":
                 continue
@@ -94,13 +92,13 @@ class Fold1x1(Pass):
         return False
 
     @staticmethod
-    def _path_back(node, readers, outs):
+    def _path_back(node, readers: Readers):
         """(layer, [nodes between]) where `node` reads `layer` directly, or through flatten of a 1×1 map, or through
         global_avg_pool then flatten; None otherwise. Every value on the way has one reader and is no output."""
         v = node.inputs[0]
         between = []
         while True:
-            if v.name in outs or len(readers[v.name]) != 1 or v.producer is None:
+            if readers.only(v) is None or v.producer is None:
                 return None
             p = v.producer
             if p.op in ("conv2d", "dense"):

@@ -18,8 +18,7 @@ import numpy as np
 
 from ..ir.graph import TensorType
 from ..ops import REGISTRY
-from .base import Pass, PassResult, Program, fresh_name, output_values, prune_params, remove_nodes, replace_uses
-from .base import users as value_users
+from .base import Pass, PassResult, Program, Readers, fresh_name, prune_params, remove_nodes, replace_uses
 
 
 class FoldBatchNorm(Pass):
@@ -30,8 +29,7 @@ class FoldBatchNorm(Pass):
     def run(self, program: Program) -> PassResult:
         g = program.graph
         result = PassResult()
-        readers = value_users(g)
-        outs = output_values(g)
+        readers = Readers(g)
         dead = []
         for node in g.nodes:
             op = REGISTRY[node.op]
@@ -39,9 +37,9 @@ class FoldBatchNorm(Pass):
                 continue
             x = node.inputs[0]
             layer = x.producer
-            if layer is None or layer.attrs.get("epilogue") or x.name in outs or len(readers[x.name]) != 1:
+            if layer is None or layer.attrs.get("epilogue") or readers.only(x) is None:
                 continue
-            if any(len(readers.get(v.name, ())) != 1 for v in layer.params.values()):
+            if any(readers.only(v) is None for v in layer.params.values()):
                 continue  # a parameter shared with another layer must keep its values
             affine = op.channel_affine(node.attrs, {r: program.param_data(v) for r, v in node.params.items()})
             if affine is None:
@@ -53,7 +51,7 @@ class FoldBatchNorm(Pass):
                 continue
             self._rewrite(program, layer, new)
             replace_uses(g, node.output, layer.output)
-            readers[x.name] = readers.pop(node.output.name, [])  # the layer's output now has the batchnorm's readers
+            readers.of[x.name] = readers.of.pop(node.output.name, [])  # the layer's output has the batchnorm's readers
             dead.append(node)
             kind = {"dense": "dense layers"}.get(layer.op, "convolutions")
             result.count(f"{'batchnorms' if op.name == 'batchnorm' else op.name} folded into {kind}")

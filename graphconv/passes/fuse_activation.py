@@ -16,8 +16,7 @@ computed first. Inference only for now (the training pass does not differentiate
 from __future__ import annotations
 
 from ..ops import REGISTRY, epilogue
-from .base import Pass, PassResult, Program, output_values, remove_nodes, replace_uses
-from .base import users as value_users
+from .base import Pass, PassResult, Program, Readers, remove_nodes, replace_uses
 
 
 class FuseActivation(Pass):
@@ -38,16 +37,15 @@ class FuseActivation(Pass):
 
     def _one_round(self, program: Program, result: PassResult) -> list:
         g = program.graph
-        readers = value_users(g)
-        outs = output_values(g)
+        readers = Readers(g)
         fused, gone = [], set()
         for node in g.nodes:
             if id(node) in gone or REGISTRY[node.op].fusion != "out_fusable":
                 continue
             v = node.output
-            if v.name in outs or len(readers[v.name]) != 1:
+            reader = readers.only(v)
+            if reader is None:
                 continue
-            reader = readers[v.name][0]
             rop = REGISTRY[reader.op]
             if id(reader) in gone or reader.params or not epilogue.can_absorb(rop) or rop.stochastic:
                 continue

@@ -10,7 +10,7 @@ dropout):
     -O1  simplification: dropout and identity removal, constant folding, common subexpressions, dead code
     -O2  -O1 + batchnorm folding, 1×1 folding, activation and residual fusion, memory planning
     -O3  -O2 + lowering to the primitives a backend implements: pooling to window sums, maxima and means, the
-         remaining 1×1 convolutions to matrix products
+         remaining 1×1 convolutions to matrix products; max pooling fused into the convolution before it
 
 `verify_ir=True` (debug mode) runs the IR verifier after every pass. `verify_passes=True` runs the reference
 executor in float64 on seeded random inputs before the first pass and after every pass, and raises
@@ -48,13 +48,13 @@ class PassRecord:
 
 def registry() -> dict[str, Pass]:
     """Every pass by name."""
-    from . import (cse, dce, fold_1x1, fold_batchnorm, fold_constants, fuse_activation, lower_1x1, lower_pooling,
-                   plan_memory, remove_dropout, remove_identity)
+    from . import (cse, dce, fold_1x1, fold_batchnorm, fold_constants, fuse_activation, fuse_pool, lower_1x1,
+                   lower_pooling, plan_memory, remove_dropout, remove_identity)
 
     passes = [remove_dropout.RemoveDropout(), remove_identity.RemoveIdentity(), fold_constants.FoldConstants(),
               cse.CommonSubexpressions(), dce.DeadCode(), fold_batchnorm.FoldBatchNorm(), fold_1x1.Fold1x1(),
               lower_pooling.LowerPooling(), fuse_activation.FuseActivation(), lower_1x1.Lower1x1(),
-              plan_memory.PlanMemory()]
+              fuse_pool.FusePool(), plan_memory.PlanMemory()]
     return {p.name: p for p in passes}
 
 
@@ -63,8 +63,8 @@ PIPELINES: dict[int, list[str]] = {
     0: [],
     1: SIMPLIFY,
     2: SIMPLIFY + ["fold_batchnorm", "fold_1x1", "fuse_activation", "dce", "plan_memory"],
-    3: SIMPLIFY + ["fold_batchnorm", "fold_1x1", "lower_pooling", "fuse_activation", "lower_1x1", "dce",
-                   "plan_memory"],
+    3: SIMPLIFY + ["fold_batchnorm", "fold_1x1", "lower_pooling", "fuse_activation", "lower_1x1", "fuse_pool",
+                   "dce", "plan_memory"],
 }
 
 

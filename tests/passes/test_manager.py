@@ -19,7 +19,8 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 def test_every_pass_has_a_module_a_name_and_a_summary():
     reg = registry()
     assert set(reg) == {"remove_dropout", "remove_identity", "fold_constants", "cse", "dce", "fold_batchnorm",
-                        "fold_1x1", "lower_pooling", "fuse_activation", "lower_1x1", "plan_memory"}
+                        "fold_1x1", "lower_pooling", "fuse_activation", "lower_1x1", "fuse_pool",
+                        "plan_memory"}
     for name, p in reg.items():
         assert p.name == name and p.summary and type(p).__module__ == f"graphconv.passes.{name}"
         assert (type(p).__module__.split(".")[-1] == name) and __import__(type(p).__module__, fromlist=["x"]).__doc__
@@ -32,7 +33,8 @@ def test_levels():
                                                   "plan_memory"]
     assert set(PIPELINES) == {0, 1, 2, 3}
     o2 = [p.name for p in pipeline(2)]
-    assert [p.name for p in pipeline(3)] == o2[:7] + ["lower_pooling", "fuse_activation", "lower_1x1"] + o2[8:]
+    assert [p.name for p in pipeline(3)] == o2[:7] + ["lower_pooling", "fuse_activation", "lower_1x1", "fuse_pool"] \
+        + o2[8:]
     # a training graph keeps batchnorm statistics and dropout
     train = [p.name for p in pipeline(2, training=True)]
     assert not {"remove_dropout", "fold_batchnorm", "fold_1x1", "fuse_activation"} & set(train)
