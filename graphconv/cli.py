@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-passes", action="store_true",
                    help="run the reference executor before and after every pass on random inputs and name the "
                         "first pass that changed the result")
-    p.add_argument("--verify-ir", action="store_true", help="run the IR verifier after every pass (debug mode)")
+    p.add_argument("--verify-ir", action="store_true", help="run the IR verifier after every pass (also with --debug)")
     p.add_argument("--weights", metavar="W.npz", help="weights file (default: initializers seeded with --seed)")
     p.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the weights and random inputs")
     p.add_argument("-o", "--output", metavar="OUT.json",
@@ -358,7 +358,8 @@ def cmd_compile(args) -> int:
     graph, weights = _load(args, args.spec)
     before = len(graph.nodes)
     net, log = optimize(Network(graph, weights), args.opt_level, training=args.training, passes=args.passes,
-                        verify_ir=args.verify_ir, verify_passes=args.verify_passes, after=after, seed=args.seed)
+                        verify_ir=args.verify_ir or getattr(args, "debug", False), verify_passes=args.verify_passes,
+                        after=after, seed=args.seed)
     if args.pass_log:
         for record in log:
             print(record.line())

@@ -82,6 +82,19 @@ class _Broken(Pass):
         return r
 
 
+class _Dangling(Pass):
+    """Drops the first node, which others read: a pass that breaks the IR."""
+
+    name = "dangling"
+    summary = "drops a node others read"
+
+    def run(self, program):
+        program.graph.nodes.pop(0)
+        r = PassResult()
+        r.count("nodes dropped")
+        return r
+
+
 def test_verify_passes_names_the_first_pass_that_changed_the_result(monkeypatch):
     import graphconv.passes.manager as manager
 
@@ -97,18 +110,8 @@ def test_verify_passes_names_the_first_pass_that_changed_the_result(monkeypatch)
 def test_verify_ir_names_a_pass_that_breaks_the_ir(monkeypatch):
     import graphconv.passes.manager as manager
 
-    class Dangling(Pass):
-        name = "dangling"
-        summary = "drops a node others read"
-
-        def run(self, program):
-            program.graph.nodes.pop(0)
-            r = PassResult()
-            r.count("nodes dropped")
-            return r
-
     real = manager.registry
-    monkeypatch.setattr(manager, "registry", lambda: {**real(), "dangling": Dangling()})
+    monkeypatch.setattr(manager, "registry", lambda: {**real(), "dangling": _Dangling()})
     with pytest.raises(PassVerificationError, match="pass dangling left an invalid IR"):
         optimize(graphconv.load(SPECS / "lenet5.gc"), passes=["dangling"], verify_ir=True)
 
@@ -155,3 +158,13 @@ def test_cli_export_onnx_optimized(tmp_path, capsys):
     types = {n.op_type for n in model.graph.node}
     assert "BatchNormalization" not in types and {"Conv", "Add", "Relu"} <= types
     assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+
+
+def test_cli_debug_mode_verifies_the_ir_between_passes(monkeypatch, capsys):
+    import graphconv.passes.manager as manager
+
+    real = manager.registry
+    monkeypatch.setattr(manager, "registry", lambda: {**real(), "dangling": _Dangling()})
+    spec = str(SPECS / "lenet5.gc")
+    assert main(["compile", spec, "--passes", "dangling", "--debug"]) == 1
+    assert "error: pass dangling left an invalid IR" in capsys.readouterr().err
