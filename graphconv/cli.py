@@ -333,7 +333,7 @@ def cmd_export_onnx(args) -> int:
     model = export_onnx(net, args.output, opset=args.opset, dtype=args.dtype)
     external = any(t.data_location == 1 for t in model.graph.initializer)
     print(f"wrote {args.output}: network {graph.name}, {len(model.graph.node)} ONNX nodes, opset {args.opset}, "
-          f"{graph.num_params():,} params"
+          f"{net.graph.num_params():,} params"
           + (f" (weights in {os.path.basename(args.output)}.data)" if external else "")
           + ("" if args.weights else f", initial weights (seed {args.seed})"))
     return EXIT_OK

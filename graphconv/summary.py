@@ -52,7 +52,7 @@ def _merge(fields: list[_Field]) -> _Field:
 
 
 def _propagate(node: Node, fields: dict[str, _Field]) -> _Field | None:
-    from .ops import REGISTRY
+    from .ops import REGISTRY, epilogue
 
     ins = [fields[v.name] for v in node.inputs if v.name in fields]
     if not ins:
@@ -63,14 +63,15 @@ def _propagate(node: Node, fields: dict[str, _Field]) -> _Field | None:
     op = REGISTRY.get(node.op)
     if op is None:
         return f
-    win = op.window(node.attrs)
-    if win.global_:
-        return _Field(f.rf, f.jump, f.whole, True)
     x = node.inputs[0].type
     if x.rank != 4:  # a flattened tensor: pointwise ops keep the field, anything else mixes every feature
         return f if op.fusion in _POINTWISE else _Field(f.rf, f.jump, f.whole, True)
-    rf = tuple(r + (k - 1) * j for r, k, j in zip(f.rf, win.kernel, f.jump))
-    jump = tuple(j * s / u for j, s, u in zip(f.jump, win.stride, win.scale))
+    rf, jump = f.rf, f.jump
+    for win in epilogue.windows(op, node.attrs):  # the op's window, then a fused pool's
+        if win.global_:
+            return _Field(rf, jump, f.whole, True)
+        rf = tuple(r + (k - 1) * j for r, k, j in zip(rf, win.kernel, jump))
+        jump = tuple(j * s / u for j, s, u in zip(jump, win.stride, win.scale))
     return _Field(rf, jump, f.whole, False)
 
 
@@ -93,7 +94,7 @@ def _input_field(v: Value) -> _Field | None:
 
 def summarize(graph: Graph) -> dict[str, Any]:
     """The layer table of `graph` as a dict: network, inputs, layers, outputs and totals."""
-    from .ops import REGISTRY
+    from .ops import REGISTRY, epilogue
 
     fields: dict[str, _Field] = {}
     for v in graph.inputs:
@@ -113,7 +114,7 @@ def summarize(graph: Graph) -> dict[str, Any]:
             if p.role == "trainable":
                 trainable += n
         op = REGISTRY.get(node.op)
-        macs = int(op.macs(node.attrs, [v.type for v in node.inputs], node.output.type)) if op else 0
+        macs = epilogue.macs(op, node.attrs, [v.type for v in node.inputs]) if op else 0
         total_macs += macs
         f = _propagate(node, fields)
         if f is not None:

@@ -236,28 +236,49 @@ def inline(parts: Exported):
 
 
 def write_external(parts: Exported, path: str):
-    """Write every initializer into `<path>.data` (page-aligned) and reference it from the model."""
-    from onnx import TensorProto
+    """Write every initializer into `<path>.data` (page-aligned) and reference it from the model. The data goes to
+    a new temporary file that then replaces `<path>.data`, so a symbolic or hard link planted under that name is
+    replaced, never written through."""
+    import tempfile
 
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.basename(path):
+        raise ExportError(f"the model path '{path}' names a folder, not a file")
+    if not os.path.isdir(folder):
+        raise ExportError(f"cannot write '{path}': the folder '{folder}' does not exist")
     location = os.path.basename(path) + ".data"
-    data_path = os.path.join(os.path.dirname(os.path.abspath(path)), location)
+    data_path = os.path.join(folder, location)
     model = parts.model
-    with open(data_path, "wb") as f:
-        for name, arr in parts.arrays.items():
-            arr = np.array(arr, dtype=arr.dtype.newbyteorder("<"), order="C", copy=None)  # keeps 0-d arrays 0-d
-            offset = -(-f.tell() // EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT
-            f.seek(offset)
-            f.write(memoryview(arr).cast("B"))
-            t = model.graph.initializer.add()
-            t.name = name
-            t.dims.extend(arr.shape)
-            t.data_type = onnx.helper.np_dtype_to_tensor_dtype(arr.dtype)
-            t.data_location = TensorProto.EXTERNAL
-            for k, v in (("location", location), ("offset", str(offset)), ("length", str(arr.nbytes))):
-                entry = t.external_data.add()
-                entry.key, entry.value = k, v
+    fd, tmp = tempfile.mkstemp(prefix=".graphconv-", suffix=".data", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _write_tensors(f, parts, model, location)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
+        os.replace(tmp, data_path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     onnx.save_model(model, path)
     return model
+
+
+def _write_tensors(f, parts: Exported, model, location: str) -> None:
+    """Each array at the next aligned offset of `f`; the model's initializers point there."""
+    for name, arr in parts.arrays.items():
+        arr = np.array(arr, dtype=arr.dtype.newbyteorder("<"), order="C", copy=None)  # keeps 0-d arrays 0-d
+        offset = -(-f.tell() // EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT
+        f.seek(offset)
+        f.write(memoryview(arr).cast("B"))
+        t = model.graph.initializer.add()
+        t.name = name
+        t.dims.extend(arr.shape)
+        t.data_type = onnx.helper.np_dtype_to_tensor_dtype(arr.dtype)
+        t.data_location = onnx.TensorProto.EXTERNAL
+        for k, v in (("location", location), ("offset", str(offset)), ("length", str(arr.nbytes))):
+            entry = t.external_data.add()
+            entry.key, entry.value = k, v
 
 
 def build_model(net_or_graph: Any, *, weights: Mapping[str, np.ndarray] | str | os.PathLike | None = None,

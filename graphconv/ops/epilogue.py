@@ -103,6 +103,33 @@ def infer(op: Any, attrs: dict[str, Any], in_types: Sequence[TensorType]) -> Ten
     return step_types(op, attrs, in_types)[-1]
 
 
+def macs(op: Any, attrs: dict[str, Any], in_types: Sequence[TensorType]) -> int:
+    """Multiply-accumulates per sample of a node: the op's own, at its own output size, plus its steps'."""
+    types = step_types(op, attrs, in_types)
+    n_own = own_input_count(attrs, len(in_types))
+    total = int(op.macs(own_attrs(attrs), list(in_types[:n_own]), types[0]))
+    for (name, sattrs, operand), t_in, t_out in zip(steps(attrs), types, types[1:]):
+        ins = [t_in] if operand is None else [t_in, in_types[operand]]
+        total += int(_op(name).macs(dict(sattrs), ins, t_out))
+    return total
+
+
+def windows(op: Any, attrs: dict[str, Any]) -> list:
+    """The sliding windows a node applies in order (receptive-field analysis): the op's, then a window step's."""
+    out = [op.window(own_attrs(attrs))]
+    for name, sattrs, _ in steps(attrs):
+        sop = _op(name)
+        if sop.window_step:
+            out.append(sop.window(dict(sattrs)))
+    return out
+
+
+def _op(name: str) -> Any:
+    from .schema import REGISTRY  # late: schema's registry fills as the op modules load
+
+    return REGISTRY[name]
+
+
 def run(op: Any, attrs: dict[str, Any], xs: list[np.ndarray], ps: dict[str, np.ndarray], ctx: Any) -> np.ndarray:
     """The reference result of a node: the op, then each step on the running result."""
     from .schema import REGISTRY

@@ -235,19 +235,16 @@ class WindowReduce(Pool):
         out = None if scaled else e.out(node)
         if a["reduce"] == "max":
             y = e.add_node("MaxPool", [e.value(x)], out, dilations=list(a["dilation"]), **self.onnx_pool_attrs(a))
-        elif a["dilation"] != (1, 1):  # AveragePool has no dilations before opset 19
+        elif a["dilation"] != (1, 1) or a["ceil_mode"]:
+            # an all-ones depthwise convolution with the overhang as explicit padding: AveragePool has no dilations
+            # before opset 19, and ONNX shape inference keeps a ceil_mode window that starts in the right padding,
+            # which PyTorch (and graphconv) drop, so AveragePool's output could be a row too large
             y = _window_sum_conv(self, a, x, e.value(x), e, out)
         else:
-            # the mean counting the padding, times what it divided by: the kernel area, or per position where
-            # ceil_mode windows run past the padded input (AveragePool does not count that overhang)
-            h, w = int(x.type.shape[2]), int(x.type.shape[3])
-            oh, ow = self._out_hw(a, h, w)
-            (kh, kw), (sh, sw), (top, left, bottom, right) = a["kernel"], a["stride"], a["padding"]
-            counts = np.outer(_window_counts(h, kh, sh, top, bottom, oh, True),
-                              _window_counts(w, kw, sw, left, right, ow, True)).astype(np.float64)
+            # the mean counting the padding, times the kernel area (every window lies inside the padded input)
+            (kh, kw) = a["kernel"]
             y = e.add_node("AveragePool", [e.value(x)], count_include_pad=1, **self.onnx_pool_attrs(a))
-            area = e.scalar(kh * kw, "area") if np.all(counts == kh * kw) else e.const(counts, "counts")
-            y = e.add_node("Mul", [y, area], out)
+            y = e.add_node("Mul", [y, e.scalar(kh * kw, "area")], out)
         if scaled:
             e.add_node("Mul", [y, e.value(node.params["scale"])], e.out(node))
 

@@ -17,7 +17,8 @@ disappears first, so the map then directly follows the layer.
 
 The fold happens only where it does not increase work: A's multiply-accumulates grow by O/M, and the fold must cost
 no more than A and B together (a 1×1 map that widens the channels usually stays). A's output must have no other
-reader and must not be a graph output. Weights are composed in float64 and rounded once. Inference only.
+reader and must not be a graph output. Weights are composed in float64 and rounded once; they are fixed (written in
+the graph) only when both layers' were. Inference only.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class Fold1x1(Pass):
                 continue
             if not self._saves_work(layer, node):
                 continue
-            self._fold(program, layer, between, node, *m)
+            self._fold(program, layer, between, node, *m, role=self._role(program, layer, node))
             kind = {"conv2d": "1×1 convolutions", "dense": "dense layers"}[node.op]
             result.count(f"{kind} folded into the {'convolution' if layer.op == 'conv2d' else 'dense layer'} "
                          "before them")
@@ -119,7 +120,15 @@ class Fold1x1(Pass):
         return a * o <= (a + b) * m
 
     @staticmethod
-    def _fold(program: Program, layer, between, node, b_mat, b_bias) -> None:
+    def _role(program: Program, layer, node) -> str:
+        """The composed weight is written in the graph (fixed) only when both were; otherwise it takes the role of
+        the one that was not (trainable or frozen), so parameter counts stay honest."""
+        roles = [program.graph.params[n.params["weight"].name].role for n in (layer, node)]
+        rest = [r for r in roles if r != "fixed"]
+        return rest[0] if rest else "fixed"
+
+    @staticmethod
+    def _fold(program: Program, layer, between, node, b_mat, b_bias, role: str) -> None:
         g = program.graph
         w_param = layer.params["weight"]
         dtype = np.asarray(program.param_data(w_param)).dtype
@@ -129,8 +138,7 @@ class Fold1x1(Pass):
         o = b_mat.shape[0]
         w = (b_mat @ wa.reshape(wa.shape[0], -1)).reshape((o,) + wa.shape[1:])
         bias = b_mat @ bias_a + (0.0 if b_bias is None else b_bias)
-        role = g.params[w_param.name].role
-        fixed = g.params[w_param.name].data is not None
+        fixed = role == "fixed"
         # new parameter values (shapes change), named as the layer's
         new_params = {}
         for r, arr in (("weight", w), ("bias", bias)):

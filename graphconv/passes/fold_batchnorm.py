@@ -51,7 +51,13 @@ class FoldBatchNorm(Pass):
                 continue
             self._rewrite(program, layer, new)
             replace_uses(g, node.output, layer.output)
-            readers.of[x.name] = readers.of.pop(node.output.name, [])  # the layer's output has the batchnorm's readers
+            # keep the snapshot true: the layer's output has the batchnorm's readers (and outputs), a new bias is
+            # read by the layer alone
+            readers.of[x.name] = readers.of.pop(node.output.name, [])
+            if node.output.name in readers.outputs:
+                readers.outputs.add(x.name)
+            for v in layer.params.values():
+                readers.of.setdefault(v.name, [layer])
             dead.append(node)
             kind = {"dense": "dense layers"}.get(layer.op, "convolutions")
             result.count(f"{'batchnorms' if op.name == 'batchnorm' else op.name} folded into {kind}")

@@ -5,9 +5,9 @@ registers and write only the pooled result: the full-size activation never reach
 becomes a window step of the producer's epilogue (`graphconv.ops.epilogue`: at most one window step, which alone
 may change the spatial size), followed by whatever the pool itself had fused (e.g. a relu).
 
-Which ops: a producer of fusion kind `out_fusable` that is a convolution (`conv2d`, `channel_matmul`; pooling nodes
-are out_fusable too but pooling a pool is not a tiling win), without a window step yet; a reader whose op declares
-`window_step` (max_pool2d, window_reduce). The producer's output must have that single reader and not be a graph
+Which ops: a producer of fusion kind `out_fusable` with parameters (a convolution or matrix product; pooling nodes
+are out_fusable too, but pooling a pool is no tiling win, and they have no parameters), without a window step yet;
+a reader whose op declares `window_step` (max_pool2d, window_reduce: maxima, or sums after pooling lowering). The producer's output must have that single reader and not be a graph
 output. Runs after lower_pooling and fuse_activation, so conv → relu → max pool ends as one conv2d node with the
 epilogue [relu, window_reduce(max)]. Inference only.
 """
@@ -16,9 +16,6 @@ from __future__ import annotations
 
 from ..ops import REGISTRY, epilogue
 from .base import Pass, PassResult, Program, Readers, remove_nodes, replace_uses
-
-PRODUCERS = ("conv2d", "channel_matmul")  # ops whose output tiles a backend can pool in registers
-
 
 class FusePool(Pass):
     name = "fuse_pool"
@@ -31,7 +28,9 @@ class FusePool(Pass):
         readers = Readers(g)
         dead = []
         for node in g.nodes:
-            if node.op not in PRODUCERS or any(REGISTRY[s[0]].window_step for s in epilogue.steps(node.attrs)):
+            op = REGISTRY[node.op]
+            if op.fusion != "out_fusable" or op.window_step or not node.params or \
+                    any(REGISTRY[s[0]].window_step for s in epilogue.steps(node.attrs)):
                 continue
             v = node.output
             pool = readers.only(v)
@@ -56,7 +55,7 @@ class FusePool(Pass):
             v.type = t
             replace_uses(g, pool.output, v)
             dead.append(pool)
-            result.count("max pools fused into convolutions")
+            result.count("pools fused into the layer before them")
         if dead:
             remove_nodes(g, dead)
             g.toposort()  # a moved operand of the pool's epilogue may come after the convolution

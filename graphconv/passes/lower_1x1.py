@@ -5,6 +5,7 @@ matrix product W [O, C] × X [C, H·W], the GEMM a backend runs at full speed wi
 name, inputs, fused epilogue and place; its weight becomes the [O, C] matrix (same values, same parameter name and
 role) and its bias stays. Dilation and flip do not matter for a 1×1 kernel.
 
+A convolution whose parameters another node also reads stays as it is (reshaping them would break that node).
 Strided, padded or grouped 1×1 convolutions stay convolutions (they are not one product over all pixels). Runs
 after fold_1x1, so only 1×1 convolutions that could not be folded away are lowered. Inference only: the training
 path has no gradient rule for channel_matmul yet.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import TensorType
-from .base import Pass, PassResult, Program
+from .base import Pass, PassResult, Program, Readers
 
 
 def is_pointwise(node) -> bool:
@@ -32,9 +33,10 @@ class Lower1x1(Pass):
     def run(self, program: Program) -> PassResult:
         g = program.graph
         result = PassResult()
+        readers = Readers(g)
         for node in g.nodes:
-            if not is_pointwise(node):
-                continue
+            if not is_pointwise(node) or any(readers.only(v) is not node for v in node.params.values()):
+                continue  # a weight shared with another node keeps its shape
             w = node.params["weight"]
             p = g.params[w.name]
             o, c = int(w.type.shape[0]), int(w.type.shape[1])

@@ -117,6 +117,8 @@ def run_passes(program: Program, passes: Iterable[Pass], *, verify_ir: bool = Fa
         t0 = time.perf_counter()
         result = p.run(program)
         log.append(PassRecord(p.name, result, time.perf_counter() - t0))
+        if result.changed:
+            program.graph.meta.pop("memory_plan", None)  # planned for a graph that no longer exists
         if verify_ir or verify_passes:
             problems = lint(program.graph)
             if problems:

@@ -180,3 +180,27 @@ def test_in_memory_model_over_the_protobuf_limit_is_refused(monkeypatch):
     with pytest.raises(export.ExportError, match=r"the model's tensors take 0\.00 GiB, more than one protobuf "
                                                  r"message can hold \(2 GiB\); export it to a file"):
         export.build_model(net)
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_external_data_never_writes_through_a_planted_link(tmp_path, link):
+    net = graphconv.load(SPECS / "lenet5.gc", seed=0)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious data\n")
+    data = tmp_path / "model.onnx.data"
+    (os.symlink if link == "symlink" else os.link)(victim, data)
+    export_onnx(net, tmp_path / "model.onnx", external_data_threshold=0)
+    assert victim.read_text() == "precious data\n"
+    assert data.is_file() and not data.is_symlink() and data.stat().st_size > 200_000
+    assert sorted(os.listdir(tmp_path)) == ["model.onnx", "model.onnx.data", "victim.txt"]  # no temporary left
+
+
+def test_external_data_bad_paths(tmp_path):
+    from graphconv.onnx.export import ExportError
+
+    net = graphconv.load(SPECS / "lenet5.gc", seed=0)
+    with pytest.raises(ExportError, match="does not exist"):
+        export_onnx(net, tmp_path / "missing" / "m.onnx", external_data_threshold=0)
+    with pytest.raises(ExportError, match="names a folder, not a file"):
+        export_onnx(net, str(tmp_path) + "/", external_data_threshold=0)
+    assert os.listdir(tmp_path) == []

@@ -111,3 +111,19 @@ def test_chains_fold_to_one_and_second_run_does_nothing():
     assert ops(after.graph) == ["conv2d"] and sum(result.counts.values()) == 2
     assert_same_function(before, after)
     assert not run_pass(FOLD, after)[1].changed
+
+
+@pytest.mark.parametrize("fixed_a, fixed_b, role", [(True, True, "fixed"), (True, False, "trainable"),
+                                                    (False, True, "trainable"), (False, False, "trainable")])
+def test_composed_weight_is_fixed_only_when_both_were(fixed_a, fixed_b, role):
+    g, x = graph_with_input(shape=(2, 3, 3))
+    wa = dict(weight=[[[[1.0]], [[2.0]]], [[[3.0]], [[-1.0]]]]) if fixed_a else dict(out_channels=2)
+    wb = dict(weight=[[[[0.5]], [[1.5]]]]) if fixed_b else dict(out_channels=1)
+    y = add_op(g, "a", "conv2d", [x], kernel=1, **wa)
+    g.set_output("y", add_op(g, "b", "conv2d", [y], kernel=1, **wb))
+    before = program(g)
+    after, _ = run_pass(FOLD, before)
+    p = after.graph.params["a.weight"]
+    assert p.role == role and (p.data is not None) == (role == "fixed")
+    assert ("a.weight" in after.weights) == (role != "fixed")
+    assert_same_function(before, after)

@@ -77,9 +77,10 @@ def test_not_folded_after_ops_that_are_not_linear_per_channel_or_at_training():
     assert FOLD.inference_only
 
 
-def test_chained_batchnorms_fold_one_after_the_other():
+@pytest.mark.parametrize("bias", [True, False])  # without one, the first fold creates the bias the second updates
+def test_chained_batchnorms_fold_in_one_run(bias):
     g, x = graph_with_input()
-    y = add_op(g, "conv", "conv2d", [x], out_channels=4, kernel=3)
+    y = add_op(g, "conv", "conv2d", [x], out_channels=4, kernel=3, bias=bias)
     y = add_op(g, "bn1", "batchnorm", [y])
     g.set_output("y", add_op(g, "bn2", "batchnorm", [y]))
     before = program(g)
@@ -95,3 +96,17 @@ def test_second_run_does_nothing():
     after, _ = run_pass(FOLD, program(g))
     again, result = run_pass(FOLD, after)
     assert not result.changed and result.line() == "nothing to do"
+
+
+def test_a_graph_output_between_two_batchnorms_keeps_its_value():
+    """After bn1 folds, the conv's output *is* graph output "a"; bn2 must not fold into it."""
+    g, x = graph_with_input()
+    c = add_op(g, "conv", "conv2d", [x], out_channels=4, kernel=3)
+    a = add_op(g, "bn1", "batchnorm", [c])
+    g.set_output("a", a)
+    g.set_output("b", add_op(g, "bn2", "batchnorm", [a]))
+    before = program(g)
+    after, result = run_pass(FOLD, before)
+    assert result.counts == {"batchnorms folded into convolutions": 1} and ops(after.graph) == ["conv2d", "batchnorm"]
+    assert_same_function(before, after)
+

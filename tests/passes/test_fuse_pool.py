@@ -13,7 +13,7 @@ from graphconv.passes.fuse_activation import FuseActivation
 from graphconv.passes.fuse_pool import FusePool
 from graphconv.passes.lower_pooling import LowerPooling
 
-from .helpers import add_op, assert_same_function, graph_with_input, ops, outputs, program, run_pass
+from .helpers import SPECS, add_op, assert_same_function, graph_with_input, ops, outputs, program, run_pass
 
 FUSE = FusePool()
 
@@ -33,7 +33,7 @@ def test_pool_after_conv_and_relu_becomes_one_node(pool, attrs):
     before = program(g)
     fused, _ = run_pass(FuseActivation(), before)
     after, result = run_pass(FUSE, fused)
-    assert ops(after.graph) == ["conv2d"] and result.counts == {"max pools fused into convolutions": 1}
+    assert ops(after.graph) == ["conv2d"] and result.counts == {"pools fused into the layer before them": 1}
     steps = after.graph.nodes[0].attrs["epilogue"]
     assert [s[0] for s in steps] == ["relu", pool]
     assert after.graph.outputs["y"].type == before.graph.outputs["y"].type
@@ -70,7 +70,7 @@ def test_not_fused_when_the_conv_output_is_read_elsewhere_or_twice_pooled():
     y = add_op(g, "p", "max_pool2d", [y], kernel=2)
     g.set_output("y", add_op(g, "p2", "max_pool2d", [y], kernel=2))
     after, result = run_pass(FUSE, program(g))
-    assert result.counts == {"max pools fused into convolutions": 1} and ops(after.graph) == ["conv2d", "max_pool2d"]
+    assert result.counts == {"pools fused into the layer before them": 1} and ops(after.graph) == ["conv2d", "max_pool2d"]
     assert not run_pass(FUSE, after)[1].changed  # at most one window step
 
 
@@ -108,3 +108,17 @@ def test_window_step_rules():
     assert str(epilogue.infer(conv, {**attrs, "epilogue": (("max_pool2d", pool, None),)}, t)) == "f32[N, 4, 4, 4]"
     with pytest.raises(OpError, match="at most one window step"):
         epilogue.infer(conv, {**attrs, "epilogue": (("max_pool2d", pool, None),) * 2}, t)
+
+
+def test_summary_counts_a_fused_node_at_its_own_size_and_composes_its_windows():
+    import graphconv
+    from graphconv.passes import optimize
+    from graphconv.summary import summarize
+
+    net = graphconv.load(SPECS / "resnet18.gc", size=64)
+    plain, fused = summarize(net.graph), summarize(optimize(net, 3)[0].graph)
+    assert fused["total_macs"] == plain["total_macs"]
+    conv1 = {layer["name"]: layer for layer in fused["layers"]}["conv1"]
+    pool = {layer["name"]: layer for layer in plain["layers"]}["max_pool2d0"]
+    assert conv1["macs"] == {layer["name"]: layer for layer in plain["layers"]}["conv1"]["macs"]
+    assert conv1["receptive_field"] == pool["receptive_field"] == [11, 11]

@@ -49,3 +49,17 @@ def test_fused_epilogue_and_fixed_weight_come_along():
     p = after.graph.params["pw.weight"]
     assert p.role == "fixed" and p.data.tolist() == [[1.0, 2.0], [3.0, -1.0]]
     assert_same_function(before, after)
+
+
+def test_a_weight_shared_with_another_conv_is_not_reshaped():
+    from graphconv.passes.base import prune_params
+    g, x = graph_with_input(shape=(3, 6, 6))
+    a = add_op(g, "a", "conv2d", [x], out_channels=4, kernel=1)
+    b = add_op(g, "b", "conv2d", [x], out_channels=4, kernel=1, stride=2)
+    g.node("b").params = dict(g.node("a").params)
+    g.set_output("a", a)
+    g.set_output("b", b)
+    before = program(g)
+    prune_params(before)
+    after, result = run_pass(LOWER, before)
+    assert not result.changed and ops(after.graph) == ["conv2d", "conv2d"]

@@ -434,3 +434,26 @@ def test_zoo_keeps_the_function(key):
     assert list(got) == list(want)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("attrs", [
+    dict(kernel=2, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+    dict(kernel=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+    dict(kernel=3, stride=2, padding=1, ceil_mode=True),
+])
+@pytest.mark.parametrize("size", [5, 6, 7])
+def test_lowered_ceil_mode_average_pools_export_and_run_on_onnxruntime(attrs, size):
+    """ONNX shape inference keeps a ceil_mode window that starts in the right padding (PyTorch drops it): the window
+    sum must not be exported through AveragePool's own output size."""
+    import onnx
+    import onnxruntime as ort
+
+    g, x = graph_with_input(shape=(2, size, size))
+    g.set_output("y", add_op(g, "pool", "avg_pool2d", [x], **attrs))
+    before = program(g)
+    after, _ = run_pass(LowerPooling(), before)
+    model = export_onnx(after.graph, weights=after.weights)
+    onnx.checker.check_model(model, full_check=True)
+    xs = np.random.default_rng(0).standard_normal((2, 2, size, size)).astype(np.float32)
+    (got,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": xs})
+    np.testing.assert_allclose(got, run_graph(before.graph, {"x": xs}, before.weights)["y"], rtol=1e-4, atol=1e-5)
