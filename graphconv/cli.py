@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimization level 0-3 (default 2)")
     p.add_argument("--training", action="store_true",
                    help="optimize for training: batchnorm statistics and dropout stay")
+    p.add_argument("--target", choices=("reference", "onnx", "llvm"), default="reference",
+                   help="the backend to optimize for (llvm at -O3 adds the blocked NCHW16c layout)")
     p.add_argument("--passes", metavar="P1,P2", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
                    help="run these passes, in this order, instead of a level's pipeline")
     p.add_argument("--pass-log", action="store_true", help="one line per pass: what fired and how often")
@@ -357,7 +359,8 @@ def cmd_compile(args) -> int:
 
     graph, weights = _load(args, args.spec)
     before = len(graph.nodes)
-    net, log = optimize(Network(graph, weights), args.opt_level, training=args.training, passes=args.passes,
+    net, log = optimize(Network(graph, weights), args.opt_level, training=args.training, target=args.target,
+                        passes=args.passes,
                         verify_ir=args.verify_ir or getattr(args, "debug", False), verify_passes=args.verify_passes,
                         after=after, seed=args.seed)
     if args.pass_log:

@@ -305,25 +305,24 @@ def _check_ops(graph: Graph, out: list[str]) -> None:
             if inferred != n.output.type:
                 out.append(f"node {n.name}: output type is {n.output.type}, but {n.op} infers {inferred}")
         try:
-            specs = op.params(_param_attr_defaults(op, epilogue.own_attrs(n.attrs)), in_types[:k])
+            want = epilogue.param_shapes(op, n.attrs, in_types, _param_attr_defaults(op, epilogue.own_attrs(n.attrs)))
         except Exception as e:
             out.append(f"node {n.name}: {n.op} cannot list its parameters: {type(e).__name__}: {e}")
             continue
-        want = {s.name: s for s in specs}
         for role in want:
             if role not in n.params:
                 out.append(f"node {n.name}: missing parameter {role!r} that {n.op} declares")
         for role, v in n.params.items():
-            s = want.get(role)
-            if s is None:
+            if role not in want:
                 out.append(f"node {n.name}: parameter {role!r} is not one {n.op} declares "
                            f"({', '.join(want) or 'it declares none'})")
                 continue
+            shape, s = want[role]
             if not isinstance(v, Value) or not isinstance(v.type, TensorType):
                 continue
-            if tuple(v.type.shape) != tuple(s.shape):
+            if tuple(v.type.shape) != tuple(shape):
                 out.append(f"node {n.name}: parameter {role!r} (%{v.name}) has shape {list(v.type.shape)}, "
-                           f"but {n.op} needs {list(s.shape)}")
+                           f"but {n.op} needs {list(shape)}")
             p = graph.params.get(v.name)
             if isinstance(p, Param) and p.value is v:
                 if (s.role == "buffer") != (p.role == "buffer"):

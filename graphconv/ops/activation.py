@@ -14,6 +14,7 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 
 class Unary(OpDef):
+    blocked_layout = True
     fusion = "elementwise"
     onnx_op = ""  # the ONNX op of the same name and semantics; onnx_attrs() gives its attributes
 
@@ -143,6 +144,7 @@ class Clip(Unary):
 
 
 class AxisUnary(Unary):
+    blocked_layout = False  # along an axis: the channel axis is split in the blocked layout
     """A shape-preserving op along one non-batch axis; `axis` may be negative and is stored non-negative."""
 
     attrs = (Attr("axis", Int(), 1, "the axis to normalize over (negative counts from the end; 0 is the batch)"),)

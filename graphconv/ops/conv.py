@@ -110,6 +110,38 @@ class Conv2d(OpDef):
                           f"{h + top + bottom}×{w + left + right} input {x}")
         return TensorType((x.shape[0], attrs["out_channels"], oh, ow), x.dtype)
 
+    blocked_layout = True
+
+    def blockable(self, attrs, in_types):
+        c = int(in_types[0].shape[1])
+        return attrs["groups"] == 1 or attrs["groups"] == c == attrs["out_channels"]
+
+    def packed_shape(self, attrs, role, shape, block):
+        if role != "weight":
+            return tuple(shape)
+        o, ci, kh, kw = shape
+        if attrs["groups"] == 1:  # OIHW{b}i{b}o: a block of input channels times a block of output channels
+            return (o // block, ci // block, kh, kw, block, block)
+        return (o // block, kh, kw, block)  # depthwise: one filter per channel, a block of channels side by side
+
+    def pack_param(self, attrs, role, arr, block):
+        if role != "weight":
+            return arr
+        o, ci, kh, kw = arr.shape
+        if attrs["groups"] == 1:
+            return np.ascontiguousarray(arr.reshape(o // block, block, ci // block, block, kh, kw)
+                                        .transpose(0, 2, 4, 5, 3, 1))
+        return np.ascontiguousarray(arr.reshape(o // block, block, kh, kw).transpose(0, 2, 3, 1))
+
+    def unpack_param(self, attrs, role, arr, block):
+        if role != "weight":
+            return arr
+        if attrs["groups"] == 1:
+            ob, cb, kh, kw, bi, bo = arr.shape
+            return np.ascontiguousarray(arr.transpose(0, 5, 1, 4, 2, 3).reshape(ob * bo, cb * bi, kh, kw))
+        ob, kh, kw, b = arr.shape
+        return np.ascontiguousarray(arr.transpose(0, 3, 1, 2).reshape(ob * b, 1, kh, kw))
+
     def scale_output(self, attrs, ps, scale, shift):
         w = np.asarray(ps["weight"], np.float64) * scale.reshape(-1, 1, 1, 1)
         return {"weight": w, "bias": scaled_bias(ps, scale, shift)}

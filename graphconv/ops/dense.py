@@ -84,6 +84,29 @@ class ChannelMatmul(Dense):
            "y[n, :, p] = weight·x[n, :, p] + bias, weight [units, C]; a 1×1 convolution as a matrix product "
            "(what the optimizer lowers 1×1 convolutions to at -O3)")
 
+    blocked_layout = True
+
+    def blockable(self, attrs, in_types):
+        return in_types[0].rank == 4
+
+    def packed_shape(self, attrs, role, shape, block):
+        if role != "weight":
+            return tuple(shape)
+        o, c = shape
+        return (o // block, c // block, block, block)  # [O/b, C/b, b (in), b (out)]
+
+    def pack_param(self, attrs, role, arr, block):
+        if role != "weight":
+            return arr
+        o, c = arr.shape
+        return np.ascontiguousarray(arr.reshape(o // block, block, c // block, block).transpose(0, 2, 3, 1))
+
+    def unpack_param(self, attrs, role, arr, block):
+        if role != "weight":
+            return arr
+        ob, cb, bi, bo = arr.shape
+        return np.ascontiguousarray(arr.transpose(0, 3, 1, 2).reshape(ob * bo, cb * bi))
+
     def _check_input(self, x: TensorType) -> None:
         if x.rank < 2:
             raise OpError(f"channel_matmul expects an input [N, C, ...] of rank 2 or more, got {x}", arg=0)

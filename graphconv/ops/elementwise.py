@@ -27,6 +27,7 @@ def broadcast_shape(op: str, in_types) -> tuple:
 
 
 class Broadcast(OpDef):
+    blocked_layout = True
     inputs = ("xs",)
     variadic = True
     min_inputs = 2
@@ -35,6 +36,9 @@ class Broadcast(OpDef):
     def infer(self, attrs, in_types):
         _expect_inputs(self.name, in_types)
         return TensorType(broadcast_shape(self.name, in_types), same_dtype(self.name, in_types))
+
+    def blockable(self, attrs, in_types):
+        return all(t == in_types[0] for t in in_types)  # broadcasting over channels does not survive blocking
 
     def reference(self, attrs, xs, ps, ctx):
         out = xs[0]
@@ -122,6 +126,10 @@ class Concat(OpDef):
     min_inputs = 2
     attrs = (Attr("axis", Int(), 1, "the axis to join along (negative counts from the end; 0 is the batch)"),)
     fusion = "injective"
+    blocked_layout = True
+
+    def blockable(self, attrs, in_types):
+        return attrs["axis"] == 1  # whole blocks of channels follow each other
 
     def _axis(self, attrs, in_types) -> int:
         _expect_inputs(self.name, in_types)

@@ -14,8 +14,14 @@ that node, so a backend applies it while the output is still in registers. A nod
   Those operands come after the op's own inputs, in step order. Only a window step may change the shape (its
   spatial size).
 
-Every consumer goes through this module: shape inference (`infer`), the reference executor (`run`), the ONNX
-exporter (`to_onnx`, which writes the op and then each step as its own standard ONNX node).
+A node may also carry `attrs["layout"]` = b: it reads its rank-5 data inputs and writes its output in the blocked
+channel layout NCHW{b}c ([N, C/b, H, W, b], graphconv/ops/layout.py), and its weights are packed by the op's
+`pack_param`. The semantics stay the op's: this module unblocks, computes and blocks again for the reference and the
+ONNX exporter, while a backend runs its blocked kernel.
+
+Every consumer goes through this module: shape inference (`infer`), parameter shapes (`param_shapes`), the
+reference executor (`run`), MAC counts (`macs`), receptive fields (`windows`), the ONNX exporter (`to_onnx`, which
+writes the op and then each step as its own standard ONNX node).
 """
 
 from __future__ import annotations
@@ -35,8 +41,32 @@ def steps(attrs: dict[str, Any]) -> tuple[Step, ...]:
 
 
 def own_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    """The op's attributes without the epilogue."""
-    return {k: v for k, v in attrs.items() if k != "epilogue"}
+    """The op's attributes without the epilogue and layout."""
+    return {k: v for k, v in attrs.items() if k not in ("epilogue", "layout")}
+
+
+def block_size(attrs: dict[str, Any]) -> int | None:
+    return attrs.get("layout")
+
+
+def logical_types(attrs: dict[str, Any], in_types: Sequence[TensorType]) -> list[TensorType]:
+    """The data inputs' types as the op sees them (a blocked layout undone)."""
+    from .layout import plain_type
+
+    if not block_size(attrs):
+        return list(in_types)
+    return [plain_type(t) if t.rank == 5 else t for t in in_types]
+
+
+def param_shapes(op: Any, attrs: dict[str, Any], in_types: Sequence[TensorType], own: dict[str, Any]) -> dict:
+    """role -> (shape, ParamSpec) of the parameters a node must have (packed when the node is blocked). `own` are
+    the attributes to list parameters with (the verifier fills the construction attributes in)."""
+    b = block_size(attrs)
+    types = logical_types(attrs, in_types)[:own_input_count(attrs, len(in_types))]
+    out = {}
+    for s in op.params(own, types):
+        out[s.name] = (op.packed_shape(own, s.name, tuple(s.shape), b) if b else tuple(s.shape), s)
+    return out
 
 
 def own_input_count(attrs: dict[str, Any], n_inputs: int) -> int:
@@ -72,10 +102,12 @@ def _check_step(op_name: str, step: Any, n_inputs: int, first_operand: int) -> t
 
 
 def step_types(op: Any, attrs: dict[str, Any], in_types: Sequence[TensorType]) -> list[TensorType]:
-    """The type of the op's own result, then of the result after each step (the last one is the node's output)."""
+    """The type of the op's own result, then of the result after each step (the last is the node's output), in the
+    plain layout."""
+    in_types = logical_types(attrs, in_types)
     seq = steps(attrs)
     if not seq:
-        return [op.infer(attrs, in_types)]
+        return [op.infer(own_attrs(attrs), in_types)]
     if op.fusion != "out_fusable":
         raise OpError(f"{op.name} cannot carry an epilogue (its fusion kind is {op.fusion})")
     n_own = own_input_count(attrs, len(in_types))
@@ -99,13 +131,25 @@ def step_types(op: Any, attrs: dict[str, Any], in_types: Sequence[TensorType]) -
 
 
 def infer(op: Any, attrs: dict[str, Any], in_types: Sequence[TensorType]) -> TensorType:
-    """The node's output type: the op's own inference, then each step's (only a window step may change it)."""
-    return step_types(op, attrs, in_types)[-1]
+    """The node's output type: the op's own inference, then each step's (only a window step may change it); blocked
+    when the node is."""
+    from .layout import blocked_type
+
+    t = step_types(op, attrs, in_types)[-1]
+    b = block_size(attrs)
+    if not b:
+        return t
+    if not op.blockable(own_attrs(attrs), logical_types(attrs, in_types)):
+        raise OpError(f"{op.name} cannot run in the blocked layout with these attributes and inputs")
+    if t.rank != 4 or int(t.shape[1]) % b:
+        raise OpError(f"{op.name}: a blocked node's output must be [N, C, H, W] with C a multiple of {b}, got {t}")
+    return blocked_type(t, b)
 
 
 def macs(op: Any, attrs: dict[str, Any], in_types: Sequence[TensorType]) -> int:
     """Multiply-accumulates per sample of a node: the op's own, at its own output size, plus its steps'."""
     types = step_types(op, attrs, in_types)
+    in_types = logical_types(attrs, in_types)
     n_own = own_input_count(attrs, len(in_types))
     total = int(op.macs(own_attrs(attrs), list(in_types[:n_own]), types[0]))
     for (name, sattrs, operand), t_in, t_out in zip(steps(attrs), types, types[1:]):
@@ -131,12 +175,19 @@ def _op(name: str) -> Any:
 
 
 def run(op: Any, attrs: dict[str, Any], xs: list[np.ndarray], ps: dict[str, np.ndarray], ctx: Any) -> np.ndarray:
-    """The reference result of a node: the op, then each step on the running result."""
+    """The reference result of a node: the op, then each step on the running result (in the plain layout, blocked
+    again at the end for a blocked node)."""
+    from .layout import block, unblock
     from .schema import REGISTRY
 
+    b = block_size(attrs)
+    if b:
+        xs = [unblock(x) if x.ndim == 5 else x for x in xs]
+        ps = {r: op.unpack_param(own_attrs(attrs), r, a, b) for r, a in ps.items()}
+        return block(run(op, {k: v for k, v in attrs.items() if k != "layout"}, xs, ps, ctx), b)
     seq = steps(attrs)
     if not seq:
-        return op.reference(attrs, xs, ps, ctx)
+        return op.reference(own_attrs(attrs), xs, ps, ctx)
     n_own = own_input_count(attrs, len(xs))
     y = op.reference(own_attrs(attrs), xs[:n_own], ps, ctx)
     for name, sattrs, operand in seq:
@@ -150,6 +201,9 @@ def to_onnx(op: Any, node: Node, e: Any) -> None:
     conv+add+relu becomes Conv, Add, Relu), the last one writing the node's output."""
     from .schema import REGISTRY
 
+    if block_size(node.attrs):
+        _blocked_to_onnx(op, node, e)
+        return
     seq = steps(node.attrs)
     if not seq:
         op.to_onnx(node, e)
@@ -165,6 +219,29 @@ def to_onnx(op: Any, node: Node, e: Any) -> None:
         ins = [current] if operand is None else [current, node.inputs[operand]]
         REGISTRY[name].to_onnx(Node(node.name, name, ins, dict(sattrs), out, {}, node.loc), e)
         current = out
+
+
+def _blocked_to_onnx(op: Any, node: Node, e: Any) -> None:
+    """A blocked node as plain ONNX: its blocked inputs converted back, its weights unpacked (as constants), the
+    op and steps in the plain layout, the result blocked again."""
+    from .layout import FromBlocked, ToBlocked, plain_type
+
+    b = block_size(node.attrs)
+    attrs = {k: v for k, v in node.attrs.items() if k != "layout"}
+    inputs = []
+    for v in node.inputs:
+        if v.type.rank == 5:
+            plain = Value(e.tmp("plain"), plain_type(v.type), "node")
+            FromBlocked().to_onnx(Node(node.name, "from_blocked", [v], {"block": b}, plain), e)
+            v = plain
+        inputs.append(v)
+    params = {}
+    for role, v in node.params.items():
+        data = op.unpack_param(own_attrs(attrs), role, e.param_array(v), b)
+        params[role] = Value(e.const(data, role), v.type.with_shape(data.shape), "node")
+    plain_out = Value(e.tmp("plain"), step_types(op, attrs, [x.type for x in inputs])[-1], "node")
+    to_onnx(op, Node(node.name, node.op, inputs, attrs, plain_out, params, node.loc), e)
+    ToBlocked().to_onnx(Node(node.name, "to_blocked", [plain_out], {"block": b}, node.output), e)
 
 
 def describe(attrs: dict[str, Any], inputs: Sequence[Value]) -> str:

@@ -23,6 +23,7 @@ class BatchNorm(OpDef):
     # `frozen` stays on the node: it changes the training-mode computation.
     param_attr_names = ("weight", "init", "bias_init")
     fusion = "broadcast"
+    blocked_layout = True
 
     def resolve(self, attrs, in_types):
         expect_rank(self.name, in_types[0], (4, 2))

@@ -19,6 +19,7 @@ DILATION = Attr("dilation", Ints(2), (1, 1))
 
 
 class Pool(OpDef):
+    blocked_layout = True
     """A sliding-window pool. Subclasses give `fill` (the value the padding and the ceil_mode overhang read) and
     `reduce` (windows [N, C, OH, OW, KH, KW] -> [N, C, OH, OW])."""
 
@@ -251,6 +252,8 @@ class WindowReduce(Pool):
 
 class GlobalPool(OpDef):
     """Pool over all of H and W: [N, C, H, W] -> [N, C, 1, 1]."""
+
+    blocked_layout = True
 
     fusion = "reduction"
 

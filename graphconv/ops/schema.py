@@ -300,6 +300,7 @@ class OpDef:
     attrs: tuple[Attr, ...] = ()
     fusion: str = "opaque"  # elementwise | broadcast | injective | reduction | out_fusable | opaque
     commutative: bool = False  # a two-input op whose inputs may be swapped (a fused epilogue may absorb it)
+    blocked_layout: bool = False  # a backend runs it in the blocked channel layout (NCHW16c; see ops/layout.py)
     window_step: bool = False  # a window reduction a producer may apply to its output as it writes it (max pool)
     stochastic: bool = False  # draws random numbers in training (the optimizer never merges or fuses it then)
     passes_through: str | None = None  # "always" or "inference": then the op returns its input unchanged
@@ -388,6 +389,21 @@ class OpDef:
         """For an op linear in its parameters per output channel (axis 1): parameters computing y·scale + shift
         (float64; a "bias" entry is returned even when the op had none). None when the op cannot."""
         return None
+
+    def blockable(self, attrs: dict[str, Any], in_types: Sequence[TensorType]) -> bool:
+        """Whether this node can run in the blocked channel layout (its inputs and output [N, C, H, W] with C a
+        multiple of the block is checked by the layout pass)."""
+        return self.blocked_layout
+
+    def packed_shape(self, attrs: dict[str, Any], role: str, shape: tuple[int, ...], block: int) -> tuple[int, ...]:
+        """The shape of a parameter repacked for the blocked layout (default: unchanged)."""
+        return tuple(shape)
+
+    def pack_param(self, attrs: dict[str, Any], role: str, arr: np.ndarray, block: int) -> np.ndarray:
+        return arr
+
+    def unpack_param(self, attrs: dict[str, Any], role: str, arr: np.ndarray, block: int) -> np.ndarray:
+        return arr
 
     def to_onnx(self, node: Any, e: Any) -> None:
         """Emit standard ONNX nodes computing `node` (an IR node of this op) through the emitter `e` of

@@ -24,6 +24,7 @@ def _expect_min_rank(op: str, t: TensorType, rank: int) -> None:
 class Identity(OpDef):
     name = "identity"
     passes_through = "always"
+    blocked_layout = True
     doc = "returns its input unchanged"
     fusion = "elementwise"
 

@@ -5,7 +5,8 @@
 
 Pipeline order (-O2): remove_dropout, remove_identity, fold_constants, cse, dce, fold_batchnorm, fold_1x1,
 fuse_activation, dce, plan_memory; -O3 adds lower_pooling before fuse_activation, and lower_1x1 and fuse_pool after
-it. See manager.py for the levels and base.py for what a pass is.
+it; for the llvm target, assign_layout before plan_memory. See manager.py for the levels and base.py for what a pass
+is.
 """
 
 from .base import Pass, PassResult, Program

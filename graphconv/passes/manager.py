@@ -10,7 +10,8 @@ dropout):
     -O1  simplification: dropout and identity removal, constant folding, common subexpressions, dead code
     -O2  -O1 + batchnorm folding, 1×1 folding, activation and residual fusion, memory planning
     -O3  -O2 + lowering to the primitives a backend implements: pooling to window sums, maxima and means, the
-         remaining 1×1 convolutions to matrix products; max pooling fused into the convolution before it
+         remaining 1×1 convolutions to matrix products; max pooling fused into the convolution before it; for the
+         llvm target, the blocked channel layout NCHW16c (assign_layout)
 
 `verify_ir=True` (debug mode) runs the IR verifier after every pass. `verify_passes=True` runs the reference
 executor in float64 on seeded random inputs before the first pass and after every pass, and raises
@@ -48,13 +49,13 @@ class PassRecord:
 
 def registry() -> dict[str, Pass]:
     """Every pass by name."""
-    from . import (cse, dce, fold_1x1, fold_batchnorm, fold_constants, fuse_activation, fuse_pool, lower_1x1,
-                   lower_pooling, plan_memory, remove_dropout, remove_identity)
+    from . import (assign_layout, cse, dce, fold_1x1, fold_batchnorm, fold_constants, fuse_activation, fuse_pool,
+                   lower_1x1, lower_pooling, plan_memory, remove_dropout, remove_identity)
 
     passes = [remove_dropout.RemoveDropout(), remove_identity.RemoveIdentity(), fold_constants.FoldConstants(),
               cse.CommonSubexpressions(), dce.DeadCode(), fold_batchnorm.FoldBatchNorm(), fold_1x1.Fold1x1(),
               lower_pooling.LowerPooling(), fuse_activation.FuseActivation(), lower_1x1.Lower1x1(),
-              fuse_pool.FusePool(), plan_memory.PlanMemory()]
+              fuse_pool.FusePool(), assign_layout.AssignLayout(), plan_memory.PlanMemory()]
     return {p.name: p for p in passes}
 
 
@@ -68,12 +69,23 @@ PIPELINES: dict[int, list[str]] = {
 }
 
 
-def pipeline(level: int, *, training: bool = False) -> list[Pass]:
-    """The passes of an optimization level, in order."""
+TARGETS = ("reference", "onnx", "llvm")
+TARGET_PASSES = {"llvm": {3: ["assign_layout"]}}  # inserted before plan_memory for that target
+
+
+def pipeline(level: int, *, training: bool = False, target: str = "reference") -> list[Pass]:
+    """The passes of an optimization level for a target backend, in order."""
     if isinstance(level, bool) or level not in LEVELS:
         raise GraphconvError(f"unknown optimization level {level!r}; choose 0, 1, 2 or 3")
+    if target not in TARGETS:
+        raise GraphconvError(f"unknown target {target!r}; choose {', '.join(TARGETS)}")
+    names = list(PIPELINES[level])
+    extra = TARGET_PASSES.get(target, {}).get(level, [])
+    if extra:
+        at = names.index("plan_memory") if "plan_memory" in names else len(names)
+        names[at:at] = extra
     reg = registry()
-    return [reg[name] for name in PIPELINES[level] if not (training and reg[name].inference_only)]
+    return [reg[name] for name in names if not (training and reg[name].inference_only)]
 
 
 def _random_inputs(graph, seed: int, batch: int = 2) -> dict[str, np.ndarray]:
@@ -133,11 +145,12 @@ def run_passes(program: Program, passes: Iterable[Pass], *, verify_ir: bool = Fa
     return log
 
 
-def optimize(net, level: int = 2, *, training: bool = False, passes: list[str] | None = None,
+def optimize(net, level: int = 2, *, training: bool = False, target: str = "reference",
+             passes: list[str] | None = None,
              verify_ir: bool = False, verify_passes: bool = False,
              after: Callable[[Pass, PassResult, Program], None] | None = None, seed: int = 0):
-    """Optimize a Network: returns (a new Network, the pass log). `passes` names passes to run instead of a
-    level's pipeline."""
+    """Optimize a Network for a target backend: returns (a new Network, the pass log). `passes` names passes to run
+    instead of a level's pipeline."""
     from ..network import Network
 
     if passes is not None:
@@ -148,7 +161,7 @@ def optimize(net, level: int = 2, *, training: bool = False, passes: list[str] |
                                  f"{', '.join(reg)}")
         chosen = [reg[name] for name in passes]
     else:
-        chosen = pipeline(level, training=training)
+        chosen = pipeline(level, training=training, target=target)
     program = Program(copy.deepcopy(net.graph), dict(net.weights), training)
     log = run_passes(program, chosen, verify_ir=verify_ir, verify_passes=verify_passes, after=after, seed=seed)
     return Network(program.graph, program.weights), log

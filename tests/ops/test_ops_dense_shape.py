@@ -316,3 +316,35 @@ def test_identity(dtype):
     np.testing.assert_array_equal(y, x)
     assert y is not x and built.out == tt(3, 4, dtype=np.dtype(dtype).name)
     assert built.op.fusion == "elementwise"
+
+
+# -- blocked layout ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("block", [4, 16])
+def test_to_and_from_blocked_round_trip(block):
+    x = randn(2, 32, 3, 5, seed=6)
+    y, built, _ = run("to_blocked", [x], block=block)
+    assert y.shape == (2, 32 // block, 3, 5, block) and built.out == tt(32 // block, 3, 5, block)
+    np.testing.assert_array_equal(y[1, 1, 2, 3], x[1, block:2 * block, 2, 3])  # one pixel's block of channels
+    back, built, _ = run("from_blocked", [y], block=block)
+    np.testing.assert_array_equal(back, x)
+    assert built.out == tt(32, 3, 5)
+
+
+def test_blocked_layout_errors():
+    assert "not a multiple of the block 16" in op_error("to_blocked", [tt(24, 3, 3)]).message
+    assert "rank-4" in op_error("to_blocked", [tt(16, 3)]).message
+    assert "not in blocks of 16 channels" in op_error("from_blocked", [tt(2, 3, 3, 8)]).message
+
+
+@pytest.mark.parametrize("attrs, shape", [(dict(out_channels=32, kernel=3), (16, 5, 5)),
+                                          (dict(kernel=3, depthwise=True), (32, 5, 5))])
+def test_conv_weights_pack_and_unpack(attrs, shape):
+    from graphconv.ops import REGISTRY
+    _, built, ps = run("conv2d", [randn(1, *shape)], **attrs)
+    op, w = REGISTRY["conv2d"], ps["weight"]
+    packed = op.pack_param(built.attrs, "weight", w, 16)
+    assert packed.shape == op.packed_shape(built.attrs, "weight", w.shape, 16)
+    np.testing.assert_array_equal(op.unpack_param(built.attrs, "weight", packed, 16), w)
+    if built.attrs["groups"] == 1:  # [O/16, C/16, kh, kw, 16 in, 16 out]
+        assert packed[1, 0, 2, 1, 5, 7] == w[16 + 7, 5, 2, 1]

@@ -20,7 +20,7 @@ def test_every_pass_has_a_module_a_name_and_a_summary():
     reg = registry()
     assert set(reg) == {"remove_dropout", "remove_identity", "fold_constants", "cse", "dce", "fold_batchnorm",
                         "fold_1x1", "lower_pooling", "fuse_activation", "lower_1x1", "fuse_pool",
-                        "plan_memory"}
+                        "assign_layout", "plan_memory"}
     for name, p in reg.items():
         assert p.name == name and p.summary and type(p).__module__ == f"graphconv.passes.{name}"
         assert (type(p).__module__.split(".")[-1] == name) and __import__(type(p).__module__, fromlist=["x"]).__doc__
@@ -32,6 +32,11 @@ def test_levels():
     assert [p.name for p in pipeline(2)][-5:] == ["fold_batchnorm", "fold_1x1", "fuse_activation", "dce",
                                                   "plan_memory"]
     assert set(PIPELINES) == {0, 1, 2, 3}
+    o3 = [p.name for p in pipeline(3)]
+    assert [p.name for p in pipeline(3, target="llvm")] == o3[:-1] + ["assign_layout", "plan_memory"]
+    assert [p.name for p in pipeline(2, target="llvm")] == [p.name for p in pipeline(2)]
+    with pytest.raises(GraphconvError, match="unknown target 'gpu'; choose reference, onnx, llvm"):
+        pipeline(3, target="gpu")
     o2 = [p.name for p in pipeline(2)]
     assert [p.name for p in pipeline(3)] == o2[:7] + ["lower_pooling", "fuse_activation", "lower_1x1", "fuse_pool"] \
         + o2[8:]

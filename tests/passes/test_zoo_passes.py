@@ -39,12 +39,12 @@ def _net(key, dtype=np.float32):
     return net
 
 
-@pytest.mark.parametrize("level", [2, 3])
+@pytest.mark.parametrize("level, target", [(2, "reference"), (3, "reference"), (3, "llvm")])
 @pytest.mark.parametrize("spec", sorted(ZOO))
-def test_optimization_keeps_the_function(spec, level):
+def test_optimization_keeps_the_function(spec, level, target):
     # float64 weights: folded weights are then not rounded to float32, so only the transformation is measured
     net = _net(spec, np.float64)
-    opt, log = optimize(net, level, verify_ir=True)
+    opt, log = optimize(net, level, target=target, verify_ir=True)
     assert len(opt.graph.nodes) <= len(net.graph.nodes)
     assert not any(n.op in ("batchnorm", "dropout", "identity") for n in opt.graph.nodes), format_log(log)
     rng = np.random.default_rng(0)
