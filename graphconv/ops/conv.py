@@ -112,6 +112,17 @@ class Conv2d(OpDef):
 
     blocked_layout = True
 
+    def channel_affine(self, attrs, ps):
+        # a depthwise 1×1 convolution (stride 1, no padding) is x·w + b per channel: what ONNX importers make of a
+        # per-channel Mul/Add, and foldable into the layer before it like batchnorm
+        o = attrs["out_channels"]
+        if (tuple(attrs["kernel"]) != (1, 1) or tuple(attrs["stride"]) != (1, 1) or any(attrs["padding"])
+                or attrs["groups"] != o or attrs.get("epilogue")):
+            return None
+        scale = np.asarray(ps["weight"], np.float64).reshape(o)
+        shift = np.asarray(ps["bias"], np.float64) if "bias" in ps else np.zeros(o)
+        return scale, shift
+
     def blockable(self, attrs, in_types):
         c = int(in_types[0].shape[1])
         return attrs["groups"] == 1 or attrs["groups"] == c == attrs["out_channels"]
@@ -145,6 +156,12 @@ class Conv2d(OpDef):
     def scale_output(self, attrs, ps, scale, shift):
         w = np.asarray(ps["weight"], np.float64) * scale.reshape(-1, 1, 1, 1)
         return {"weight": w, "bias": scaled_bias(ps, scale, shift)}
+
+    def scale_input(self, attrs, ps, scale, shift):
+        if attrs["groups"] != 1 or any(attrs["padding"]):  # padding zeros would be shifted too
+            return None
+        w = np.asarray(ps["weight"], np.float64)
+        return {"weight": w * scale.reshape(1, -1, 1, 1), "bias": input_shift_bias(ps, w.sum(axis=(2, 3)), shift)}
 
     def reference(self, attrs, xs, ps, ctx):
         x, w = xs[0], ps["weight"]
@@ -317,3 +334,10 @@ class ConvTranspose2d(OpDef):
 def scaled_bias(ps, scale, shift):
     b = ps.get("bias")
     return shift if b is None else np.asarray(b, np.float64) * scale + shift
+
+
+def input_shift_bias(ps, w_matrix, shift):
+    """The bias of a layer reading x + shift: its own plus weight·shift."""
+    b = ps.get("bias")
+    extra = w_matrix @ shift
+    return extra if b is None else np.asarray(b, np.float64) + extra

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import OpError
 from ..ir.graph import TensorType
-from .conv import PARAM_ATTRS, fixed_or_init, scaled_bias
+from .conv import PARAM_ATTRS, fixed_or_init, input_shift_bias, scaled_bias
 from .schema import Attr, Bool, Int, OneOf, OpDef, TensorLiteral, expect_rank, register
 
 
@@ -59,6 +59,10 @@ class Dense(OpDef):
     def scale_output(self, attrs, ps, scale, shift):
         return {"weight": np.asarray(ps["weight"], np.float64) * scale.reshape(-1, 1),
                 "bias": scaled_bias(ps, scale, shift)}
+
+    def scale_input(self, attrs, ps, scale, shift):
+        w = np.asarray(ps["weight"], np.float64)
+        return {"weight": w * scale.reshape(1, -1), "bias": input_shift_bias(ps, w, shift)}
 
     def reference(self, attrs, xs, ps, ctx):
         x = xs[0]

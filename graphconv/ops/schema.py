@@ -405,6 +405,12 @@ class OpDef:
     def unpack_param(self, attrs: dict[str, Any], role: str, arr: np.ndarray, block: int) -> np.ndarray:
         return arr
 
+    def scale_input(self, attrs: dict[str, Any], ps: dict[str, np.ndarray], scale: np.ndarray,
+                    shift: np.ndarray) -> dict[str, np.ndarray] | None:
+        """For an op linear in its input channels (axis 1) with no zero padding that a shift would change: parameters
+        computing the op of x·scale + shift per input channel (float64, with a "bias"). None when the op cannot."""
+        return None
+
     def to_onnx(self, node: Any, e: Any) -> None:
         """Emit standard ONNX nodes computing `node` (an IR node of this op) through the emitter `e` of
         graphconv.onnx.export: `e.value(v)` is the ONNX name of an IR value (inputs, parameters, earlier nodes),

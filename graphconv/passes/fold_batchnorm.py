@@ -1,5 +1,5 @@
-"""fold_batchnorm: a per-channel affine op (batchnorm at inference) after a convolution or dense layer is folded
-into that layer's weight and bias.
+"""fold_batchnorm: a per-channel affine op (batchnorm at inference, or a depthwise 1×1 convolution: a scale and
+shift per channel) after a convolution or dense layer is folded into that layer's weight and bias.
 
 At inference batchnorm is y = x·s + t per channel, with s = weight / sqrt(running_var + eps) and
 t = bias - running_mean·s (`OpDef.channel_affine`). When x = W∗z + b comes from an op linear per output channel
@@ -8,7 +8,10 @@ weight and the new bias (added when it had none) and the batchnorm node disappea
 float64 and rounded once to the weights' dtype.
 
 Only when the layer's output feeds nothing but that batchnorm (another reader would see the changed values), is not
-a graph output and carries no fused epilogue yet. Inference only: training keeps batchnorm, which normalizes with
+a graph output and carries no fused epilogue yet. Otherwise, when the batchnorm's output feeds exactly one layer
+linear in its input channels and without zero padding (`OpDef.scale_input`: a 1×1 or unpadded convolution with one
+group, a channel matmul, a dense layer), it folds forward into that layer: W∗(s·x + t) + b = (W·s)∗x + (W·t + b),
+as after a pool or a concat. Inference only: training keeps batchnorm, which normalizes with
 batch statistics there.
 """
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import TensorType
-from ..ops import REGISTRY
+from ..ops import REGISTRY, epilogue
 from .base import Pass, PassResult, Program, Readers, fresh_name, prune_params, remove_nodes, replace_uses
 
 
@@ -35,37 +38,66 @@ class FoldBatchNorm(Pass):
             op = REGISTRY[node.op]
             if len(node.inputs) != 1:
                 continue
-            x = node.inputs[0]
-            layer = x.producer
-            if layer is None or layer.attrs.get("epilogue") or readers.only(x) is None:
-                continue
-            if any(readers.only(v) is None for v in layer.params.values()):
-                continue  # a parameter shared with another layer must keep its values
             affine = op.channel_affine(node.attrs, {r: program.param_data(v) for r, v in node.params.items()})
             if affine is None:
                 continue
-            lop = REGISTRY[layer.op]
-            lps = {r: program.param_data(v) for r, v in layer.params.items()}
-            new = lop.scale_output(layer.attrs, lps, *affine)
-            if new is None:
-                continue
-            self._rewrite(program, layer, new)
-            replace_uses(g, node.output, layer.output)
-            # keep the snapshot true: the layer's output has the batchnorm's readers (and outputs), a new bias is
-            # read by the layer alone
-            readers.of[x.name] = readers.of.pop(node.output.name, [])
-            if node.output.name in readers.outputs:
-                readers.outputs.add(x.name)
-            for v in layer.params.values():
-                readers.of.setdefault(v.name, [layer])
-            dead.append(node)
-            kind = {"dense": "dense layers"}.get(layer.op, "convolutions")
-            result.count(f"{'batchnorms' if op.name == 'batchnorm' else op.name} folded into {kind}")
+            what = "batchnorms" if op.name == "batchnorm" else "per-channel scales"
+            kind = self._backward(program, readers, node, affine) or self._forward(program, readers, node, affine)
+            if kind:
+                dead.append(node)
+                result.count(f"{what} folded into {kind}")
         if dead:
             # the layer's output now carries the batchnorm's name in the graph outputs (replace_uses did that)
             remove_nodes(g, dead)
             prune_params(program)
         return result
+
+    def _backward(self, program: Program, readers: Readers, node, affine) -> str | None:
+        """Into the layer producing the input: y = (s·W)∗z + (s·b + t)."""
+        g = program.graph
+        x = node.inputs[0]
+        layer = x.producer
+        if layer is None or layer.attrs.get("epilogue") or readers.only(x) is None:
+            return None
+        if any(readers.only(v) is None for v in layer.params.values()):
+            return None  # a parameter shared with another layer must keep its values
+        new = REGISTRY[layer.op].scale_output(layer.attrs, self._params(program, layer), *affine)
+        if new is None:
+            return None
+        self._rewrite(program, layer, new)
+        replace_uses(g, node.output, layer.output)
+        # keep the snapshot true: the layer's output has the batchnorm's readers (and outputs), a new bias is read
+        # by the layer alone
+        readers.of[x.name] = readers.of.pop(node.output.name, [])
+        if node.output.name in readers.outputs:
+            readers.outputs.add(x.name)
+        for v in layer.params.values():
+            readers.of.setdefault(v.name, [layer])
+        return {"dense": "dense layers"}.get(layer.op, "convolutions")
+
+    def _forward(self, program: Program, readers: Readers, node, affine) -> str | None:
+        """Into the one layer reading the output, when nothing produces the input that could take it (after a pool
+        or a concat): W∗(s·x + t) + b = (W·s)∗x + (W·t + b), for layers without zero padding."""
+        layer = readers.only(node.output)
+        if layer is None or not layer.inputs or layer.inputs[0] is not node.output or \
+                layer.inputs.count(node.output) != 1:
+            return None
+        if any(readers.only(v) is not layer for v in layer.params.values()):
+            return None
+        new = REGISTRY[layer.op].scale_input(epilogue.own_attrs(layer.attrs), self._params(program, layer), *affine)
+        if new is None:
+            return None
+        self._rewrite(program, layer, new)
+        x = node.inputs[0]
+        layer.inputs[0] = x
+        readers.of[x.name] = [layer if r is node else r for r in readers.of.get(x.name, [])]
+        for v in layer.params.values():
+            readers.of.setdefault(v.name, [layer])
+        return {"dense": "the dense layers after them"}.get(layer.op, "the layers after them")
+
+    @staticmethod
+    def _params(program: Program, layer) -> dict[str, np.ndarray]:
+        return {r: program.param_data(v) for r, v in layer.params.items()}
 
     @staticmethod
     def _rewrite(program: Program, layer, new: dict[str, np.ndarray]) -> None:

@@ -110,3 +110,61 @@ def test_a_graph_output_between_two_batchnorms_keeps_its_value():
     assert result.counts == {"batchnorms folded into convolutions": 1} and ops(after.graph) == ["conv2d", "batchnorm"]
     assert_same_function(before, after)
 
+
+
+@pytest.mark.parametrize("layer, attrs", [
+    ("conv2d", dict(out_channels=5, kernel=1)),
+    ("conv2d", dict(out_channels=5, kernel=3)),  # unpadded: every tap reads a shifted input, the shift folds
+    ("conv2d", dict(out_channels=5, kernel=3, stride=2, dilation=1, bias=False, flip=True)),
+    ("channel_matmul", dict(units=5)),
+])
+def test_batchnorm_after_a_pool_folds_forward_into_the_next_layer(layer, attrs):
+    g, x = graph_with_input(shape=(4, 8, 8))
+    y = add_op(g, "pool", "max_pool2d", [x], kernel=2)
+    y = add_op(g, "bn", "batchnorm", [y])
+    g.set_output("y", add_op(g, "layer", layer, [y], **attrs))
+    before = program(g)
+    after, result = run_pass(FOLD, before)
+    assert ops(after.graph) == ["max_pool2d", layer]
+    assert result.counts == {"batchnorms folded into the layers after them": 1}
+    assert after.graph.nodes[1].inputs[0].name == "pool" and "layer.bias" in after.weights
+    assert_same_function(before, after)
+
+
+def test_batchnorm_before_a_dense_layer_folds_forward():
+    g, x = graph_with_input(shape=(4, 3, 3))
+    y = add_op(g, "flat", "flatten", [x])
+    y = add_op(g, "bn", "batchnorm", [y])
+    g.set_output("y", add_op(g, "fc", "dense", [y], units=3))
+    before = program(g)
+    after, result = run_pass(FOLD, before)
+    assert ops(after.graph) == ["flatten", "dense"]
+    assert result.counts == {"batchnorms folded into the dense layers after them": 1}
+    assert_same_function(before, after)
+
+
+def test_no_forward_fold_into_padded_or_grouped_layers_or_shared_values():
+    for attrs in (dict(out_channels=4, kernel=3, padding=1), dict(out_channels=4, kernel=1, groups=2)):
+        g, x = graph_with_input(shape=(4, 8, 8))
+        y = add_op(g, "pool", "max_pool2d", [x], kernel=2)
+        y = add_op(g, "bn", "batchnorm", [y])
+        g.set_output("y", add_op(g, "layer", "conv2d", [y], **attrs))
+        assert not run_pass(FOLD, program(g))[1].changed, attrs
+    g, x = graph_with_input(shape=(4, 8, 8))
+    y = add_op(g, "pool", "max_pool2d", [x], kernel=2)
+    y = add_op(g, "bn", "batchnorm", [y])
+    g.set_output("a", add_op(g, "c1", "conv2d", [y], out_channels=4, kernel=1))
+    g.set_output("b", add_op(g, "c2", "conv2d", [y], out_channels=4, kernel=1))
+    assert not run_pass(FOLD, program(g))[1].changed
+
+
+def test_a_per_channel_scale_after_a_conv_folds_like_batchnorm():
+    """A depthwise 1×1 convolution is x·w + b per channel: what the ONNX importer makes of a per-channel Mul/Add."""
+    g, x = graph_with_input(shape=(3, 6, 6))
+    y = add_op(g, "conv", "conv2d", [x], out_channels=4, kernel=3)
+    g.set_output("y", add_op(g, "scale", "conv2d", [y], kernel=1, depthwise=True))
+    before = program(g)
+    after, result = run_pass(FOLD, before)
+    assert ops(after.graph) == ["conv2d"] and after.graph.nodes[0].name == "conv"
+    assert result.counts == {"per-channel scales folded into convolutions": 1}
+    assert_same_function(before, after)
