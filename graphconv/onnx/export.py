@@ -17,6 +17,7 @@ memory with its weights inline.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -239,8 +240,6 @@ def write_external(parts: Exported, path: str):
     """Write every initializer into `<path>.data` (page-aligned) and reference it from the model. The data goes to
     a new temporary file that then replaces `<path>.data`, so a symbolic or hard link planted under that name is
     replaced, never written through."""
-    import tempfile
-
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.basename(path):
         raise ExportError(f"the model path '{path}' names a folder, not a file")
@@ -248,30 +247,27 @@ def write_external(parts: Exported, path: str):
         raise ExportError(f"cannot write '{path}': the folder '{folder}' does not exist")
     location = os.path.basename(path) + ".data"
     data_path = os.path.join(folder, location)
-    model = parts.model
-    fd, tmp = tempfile.mkstemp(prefix=".graphconv-", suffix=".data", dir=folder)
+    tmp = os.path.join(folder, f".{location}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # a new file, with the usual permissions
     try:
         with os.fdopen(fd, "wb") as f:
-            _write_tensors(f, parts, model, location)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
+            _write_tensors(f, parts, location)
         os.replace(tmp, data_path)
     except BaseException:
         os.unlink(tmp)
         raise
-    onnx.save_model(model, path)
-    return model
+    onnx.save_model(parts.model, path)
+    return parts.model
 
 
-def _write_tensors(f, parts: Exported, model, location: str) -> None:
+def _write_tensors(f, parts: Exported, location: str) -> None:
     """Each array at the next aligned offset of `f`; the model's initializers point there."""
     for name, arr in parts.arrays.items():
         arr = np.array(arr, dtype=arr.dtype.newbyteorder("<"), order="C", copy=None)  # keeps 0-d arrays 0-d
         offset = -(-f.tell() // EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT
         f.seek(offset)
         f.write(memoryview(arr).cast("B"))
-        t = model.graph.initializer.add()
+        t = parts.model.graph.initializer.add()
         t.name = name
         t.dims.extend(arr.shape)
         t.data_type = onnx.helper.np_dtype_to_tensor_dtype(arr.dtype)

@@ -32,6 +32,8 @@ import numpy as np
 
 from ..errors import OpError
 from ..ir.graph import Node, TensorType, Value
+from .layout import FromBlocked, ToBlocked, block, blocked_type, plain_type, unblock
+from .schema import REGISTRY
 
 Step = tuple[str, tuple[tuple[str, Any], ...], int | None]
 
@@ -49,10 +51,13 @@ def block_size(attrs: dict[str, Any]) -> int | None:
     return attrs.get("layout")
 
 
+def _plain_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The node's attributes as in the plain layout (epilogue kept)."""
+    return {k: v for k, v in attrs.items() if k != "layout"}
+
+
 def logical_types(attrs: dict[str, Any], in_types: Sequence[TensorType]) -> list[TensorType]:
     """The data inputs' types as the op sees them (a blocked layout undone)."""
-    from .layout import plain_type
-
     if not block_size(attrs):
         return list(in_types)
     return [plain_type(t) if t.rank == 5 else t for t in in_types]
@@ -84,9 +89,8 @@ def can_absorb(step_op: Any) -> bool:
     return step_op.fusion == "elementwise" or (step_op.fusion == "broadcast" and step_op.commutative)
 
 
-def _check_step(op_name: str, step: Any, n_inputs: int, first_operand: int) -> tuple[Any, dict, int | None]:
-    from .schema import REGISTRY
-
+def _check_step(op_name: str, step: Any) -> tuple[Any, dict, int | None]:
+    """The step's op, attributes and operand; its operand index was checked by own_input_count."""
     if not (isinstance(step, tuple) and len(step) == 3):
         raise OpError(f"{op_name}: epilogue step {step!r} is not (op, attrs, operand)")
     name, attrs, operand = step
@@ -96,8 +100,6 @@ def _check_step(op_name: str, step: Any, n_inputs: int, first_operand: int) -> t
                       "window step")
     if (operand is None) != (sop.fusion == "elementwise" or sop.window_step):
         raise OpError(f"{op_name}: epilogue step '{name}' takes {'no' if operand is None else 'an'} operand wrongly")
-    if operand is not None and not first_operand <= operand < n_inputs:
-        raise OpError(f"{op_name}: epilogue step '{name}' reads input {operand}, which is not an extra operand")
     return sop, dict(attrs), operand
 
 
@@ -114,7 +116,7 @@ def step_types(op: Any, attrs: dict[str, Any], in_types: Sequence[TensorType]) -
     types = [op.infer(own_attrs(attrs), in_types[:n_own])]
     windows = 0
     for step in seq:
-        sop, sattrs, operand = _check_step(op.name, step, len(in_types), n_own)
+        sop, sattrs, operand = _check_step(op.name, step)
         out = types[-1]
         ins = [out] if operand is None else [out, in_types[operand]]
         t = sop.infer(sattrs, ins)
@@ -133,8 +135,6 @@ def step_types(op: Any, attrs: dict[str, Any], in_types: Sequence[TensorType]) -
 def infer(op: Any, attrs: dict[str, Any], in_types: Sequence[TensorType]) -> TensorType:
     """The node's output type: the op's own inference, then each step's (only a window step may change it); blocked
     when the node is."""
-    from .layout import blocked_type
-
     t = step_types(op, attrs, in_types)[-1]
     b = block_size(attrs)
     if not b:
@@ -154,7 +154,7 @@ def macs(op: Any, attrs: dict[str, Any], in_types: Sequence[TensorType]) -> int:
     total = int(op.macs(own_attrs(attrs), list(in_types[:n_own]), types[0]))
     for (name, sattrs, operand), t_in, t_out in zip(steps(attrs), types, types[1:]):
         ins = [t_in] if operand is None else [t_in, in_types[operand]]
-        total += int(_op(name).macs(dict(sattrs), ins, t_out))
+        total += int(REGISTRY[name].macs(dict(sattrs), ins, t_out))
     return total
 
 
@@ -162,29 +162,20 @@ def windows(op: Any, attrs: dict[str, Any]) -> list:
     """The sliding windows a node applies in order (receptive-field analysis): the op's, then a window step's."""
     out = [op.window(own_attrs(attrs))]
     for name, sattrs, _ in steps(attrs):
-        sop = _op(name)
+        sop = REGISTRY[name]
         if sop.window_step:
             out.append(sop.window(dict(sattrs)))
     return out
 
 
-def _op(name: str) -> Any:
-    from .schema import REGISTRY  # late: schema's registry fills as the op modules load
-
-    return REGISTRY[name]
-
-
 def run(op: Any, attrs: dict[str, Any], xs: list[np.ndarray], ps: dict[str, np.ndarray], ctx: Any) -> np.ndarray:
     """The reference result of a node: the op, then each step on the running result (in the plain layout, blocked
     again at the end for a blocked node)."""
-    from .layout import block, unblock
-    from .schema import REGISTRY
-
     b = block_size(attrs)
     if b:
         xs = [unblock(x) if x.ndim == 5 else x for x in xs]
         ps = {r: op.unpack_param(own_attrs(attrs), r, a, b) for r, a in ps.items()}
-        return block(run(op, {k: v for k, v in attrs.items() if k != "layout"}, xs, ps, ctx), b)
+        return block(run(op, _plain_attrs(attrs), xs, ps, ctx), b)
     seq = steps(attrs)
     if not seq:
         return op.reference(own_attrs(attrs), xs, ps, ctx)
@@ -199,8 +190,6 @@ def run(op: Any, attrs: dict[str, Any], xs: list[np.ndarray], ps: dict[str, np.n
 def to_onnx(op: Any, node: Node, e: Any) -> None:
     """Standard ONNX for a node: the op's own mapping into an intermediate, then one ONNX node per step (a fused
     conv+add+relu becomes Conv, Add, Relu), the last one writing the node's output."""
-    from .schema import REGISTRY
-
     if block_size(node.attrs):
         _blocked_to_onnx(op, node, e)
         return
@@ -224,10 +213,8 @@ def to_onnx(op: Any, node: Node, e: Any) -> None:
 def _blocked_to_onnx(op: Any, node: Node, e: Any) -> None:
     """A blocked node as plain ONNX: its blocked inputs converted back, its weights unpacked (as constants), the
     op and steps in the plain layout, the result blocked again."""
-    from .layout import FromBlocked, ToBlocked, plain_type
-
     b = block_size(node.attrs)
-    attrs = {k: v for k, v in node.attrs.items() if k != "layout"}
+    attrs = _plain_attrs(node.attrs)
     inputs = []
     for v in node.inputs:
         if v.type.rank == 5:

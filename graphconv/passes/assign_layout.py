@@ -30,7 +30,7 @@ from ..ir.graph import Graph, TensorType, Value
 from ..ops import REGISTRY, epilogue
 from ..ops.build import add_op
 from ..ops.layout import blocked_type
-from .base import Pass, PassResult, Program, Readers, fresh_name, replace_uses
+from .base import Pass, PassResult, Program, Readers, fresh_name
 
 BLOCK = 16
 
@@ -56,19 +56,15 @@ class AssignLayout(Pass):
             return result
         to_b: dict[str, Value] = {}
         from_b: dict[str, Value] = {}
-        new_nodes = []
 
         def convert(v: Value, op: str, cache: dict, suffix: str) -> Value:
+            """One conversion node per value (appended; the final toposort places it)."""
             if v.name not in cache:
-                node_count = len(g.nodes)
                 cache[v.name] = add_op(g, fresh_name(g, f"{v.name}.{suffix}"), op, [v], block=b)
-                new_nodes.extend(g.nodes[node_count:])
                 result.count(f"layout conversions to {'NCHW16c' if op == 'to_blocked' else 'NCHW'}")
             return cache[v.name]
 
-        for node in list(g.nodes):
-            if node in new_nodes:
-                continue
+        for node in list(g.nodes):  # the nodes as they were: conversions added on the way are not revisited
             is_blocked = id(node) in blocked
             for i, v in enumerate(node.inputs):
                 src_blocked = v.producer is not None and id(v.producer) in blocked
@@ -125,22 +121,16 @@ class AssignLayout(Pass):
         return op.blockable(epilogue.own_attrs(node.attrs), types[:n_own])
 
     def _pack(self, program: Program, node) -> None:
-        g, b = program.graph, self.block
         op = REGISTRY[node.op]
         own = epilogue.own_attrs(node.attrs)
-        for role, v in node.params.items():
-            shape = op.packed_shape(own, role, tuple(int(d) for d in v.type.shape), b)
-            if shape == tuple(v.type.shape):
-                continue
-            packed = op.pack_param(own, role, program.param_data(v), b)
-            program.set_param_data(v, packed)
-            v.type = TensorType(shape, v.type.dtype)
-        node.attrs["layout"] = b
-        node.output.type = blocked_type(node.output.type, b)
+        for role, v in node.params.items():  # pack_param returns what it does not repack (biases) as it is
+            program.set_param(v, op.pack_param(own, role, program.param_data(v), self.block))
+        node.attrs["layout"] = self.block
+        node.output.type = blocked_type(node.output.type, self.block)
 
 
 def conversions(graph: Graph) -> int:
     return sum(n.op in ("to_blocked", "from_blocked") for n in graph.nodes)
 
 
-__all__ = ["AssignLayout", "BLOCK", "conversions", "replace_uses"]
+__all__ = ["AssignLayout", "BLOCK", "conversions"]

@@ -10,11 +10,11 @@ findings in `graph.meta` and `PassResult.notes`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
-from ..ir.graph import Graph, Node, Value
+from ..ir.graph import Graph, Node, TensorType, Value
 
 
 @dataclass
@@ -32,12 +32,38 @@ class Program:
         p = self.graph.params[v.name]
         return p.data if p.data is not None else self.weights[v.name]
 
-    def set_param_data(self, v: Value, data: np.ndarray) -> None:
+    def set_param(self, v: Value, data: np.ndarray, role: str | None = None) -> None:
+        """Give a parameter new values (its type follows their shape) and, optionally, a new role. A fixed
+        parameter's values live in the graph, any other's in the weights."""
         p = self.graph.params[v.name]
-        if p.data is not None:
-            p.data = np.asarray(data)
+        data = np.asarray(data)
+        if role is not None:
+            p.role = role
+        v.type = TensorType(data.shape, v.type.dtype)
+        if p.role == "fixed":
+            p.data = data
+            self.weights.pop(v.name, None)
         else:
-            self.weights[v.name] = np.asarray(data)
+            p.data = None
+            self.weights[v.name] = data
+
+    def set_layer_params(self, layer: Node, new: dict[str, np.ndarray], role: str | None = None) -> None:
+        """New values for a layer's parameters by role (computed in float64; stored in the precision of its weight),
+        adding those it lacks (a folded bias: the attribute of that name becomes true). Every parameter takes
+        `role`, or keeps its own (a new one takes the weight's)."""
+        g = self.graph
+        weight = layer.params["weight"]
+        dtype = np.asarray(self.param_data(weight)).dtype
+        role_of_new = role or g.params[weight.name].role
+        for r, arr in new.items():
+            arr = np.asarray(arr).astype(dtype)
+            v = layer.params.get(r)
+            if v is None:
+                v = g.add_param(fresh_name(g, f"{layer.name}.{r}"), TensorType(arr.shape, weight.type.dtype),
+                                role_of_new)
+                layer.params[r] = v
+                layer.attrs[r] = True
+            self.set_param(v, arr, role)
 
 
 @dataclass
@@ -83,7 +109,7 @@ def replace_uses(graph: Graph, old: Value, new: Value) -> int:
     return n
 
 
-def remove_nodes(graph: Graph, dead: set[int] | list[Node]) -> None:
+def remove_nodes(graph: Graph, dead: Iterable[Node]) -> None:
     """Drop nodes (and their output values) from the graph; their parameters stay until `prune_params`."""
     ids = {id(n) for n in dead}
     for n in graph.nodes:
@@ -104,25 +130,13 @@ def prune_params(program: Program) -> int:
     return len(gone)
 
 
-def users(graph: Graph) -> dict[str, list[Node]]:
-    """Value name -> nodes reading it, with a node listed once per input slot it reads the value in."""
-    out: dict[str, list[Node]] = {name: [] for name in graph.values}
-    for n in graph.nodes:
-        for v in n.all_inputs:
-            out.setdefault(v.name, []).append(n)
-    return out
-
-
-def output_values(graph: Graph) -> set[str]:
-    return {v.name for v in graph.outputs.values()}
-
-
 class Readers:
-    """Who reads each value of a graph (a snapshot; passes update `of` as they rewrite)."""
+    """Who reads each value of a graph (`of`: value name -> nodes, once per input slot) and which values are graph
+    outputs: a snapshot that passes update as they rewrite."""
 
     def __init__(self, graph: Graph):
-        self.of = users(graph)
-        self.outputs = output_values(graph)
+        self.of = graph.consumers()
+        self.outputs = {v.name for v in graph.outputs.values()}
 
     def only(self, v: Value) -> Node | None:
         """The one node reading `v`, when `v` has exactly one reader and is not a graph output: then the value is

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..ir.graph import TensorType
 from ..ops import REGISTRY
-from .base import Pass, PassResult, Program, Readers, fresh_name, prune_params, remove_nodes, replace_uses
+from .base import Pass, PassResult, Program, Readers, prune_params, remove_nodes, replace_uses
 
 
 def channel_map(node, program: Program) -> tuple[np.ndarray, np.ndarray | None] | None:
@@ -129,39 +129,17 @@ class Fold1x1(Pass):
 
     @staticmethod
     def _fold(program: Program, layer, between, node, b_mat, b_bias, role: str) -> None:
-        g = program.graph
-        w_param = layer.params["weight"]
-        dtype = np.asarray(program.param_data(w_param)).dtype
-        wa = np.asarray(program.param_data(w_param), np.float64)
+        wa = np.asarray(program.param_data(layer.params["weight"]), np.float64)
         ba = layer.params.get("bias")
         bias_a = np.zeros(wa.shape[0]) if ba is None else np.asarray(program.param_data(ba), np.float64)
         o = b_mat.shape[0]
         w = (b_mat @ wa.reshape(wa.shape[0], -1)).reshape((o,) + wa.shape[1:])
         bias = b_mat @ bias_a + (0.0 if b_bias is None else b_bias)
-        fixed = role == "fixed"
-        # new parameter values (shapes change), named as the layer's
-        new_params = {}
-        for r, arr in (("weight", w), ("bias", bias)):
-            old = layer.params.get(r)
-            name = old.name if old is not None else fresh_name(g, f"{layer.name}.{r}")
-            if old is not None:
-                del g.params[old.name]
-                g.values.pop(old.name, None)
-                program.weights.pop(old.name, None)
-            arr = arr.astype(dtype)
-            new_params[r] = g.add_param(name, TensorType(arr.shape, w_param.type.dtype), role,
-                                        data=arr if fixed else None)
-            if not fixed:
-                program.weights[name] = arr
-        layer.params.update(new_params)
-        key = "out_channels" if layer.op == "conv2d" else "units"
-        layer.attrs[key] = o
-        layer.attrs["bias"] = True
+        program.set_layer_params(layer, {"weight": w, "bias": bias}, role)  # same names, new shapes
+        layer.attrs["out_channels" if layer.op == "conv2d" else "units"] = o
         # the values from the layer to the map now carry O channels
-        layer.output.type = TensorType((layer.output.type.shape[0], o) + layer.output.type.shape[2:],
-                                       layer.output.type.dtype)
-        for p in between:
-            p.output.type = TensorType((p.output.type.shape[0], o) + p.output.type.shape[2:], p.output.type.dtype)
+        for v in [layer.output] + [p.output for p in between]:
+            v.type = TensorType((v.type.shape[0], o) + v.type.shape[2:], v.type.dtype)
         last = between[-1].output if between else layer.output
-        replace_uses(g, node.output, last)
-        remove_nodes(g, [node])
+        replace_uses(program.graph, node.output, last)
+        remove_nodes(program.graph, [node])

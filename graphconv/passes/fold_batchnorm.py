@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.graph import TensorType
 from ..ops import REGISTRY, epilogue
-from .base import Pass, PassResult, Program, Readers, fresh_name, prune_params, remove_nodes, replace_uses
+from .base import Pass, PassResult, Program, Readers, prune_params, remove_nodes, replace_uses
 
 
 class FoldBatchNorm(Pass):
@@ -64,7 +63,7 @@ class FoldBatchNorm(Pass):
         new = REGISTRY[layer.op].scale_output(layer.attrs, self._params(program, layer), *affine)
         if new is None:
             return None
-        self._rewrite(program, layer, new)
+        program.set_layer_params(layer, new)
         replace_uses(g, node.output, layer.output)
         # keep the snapshot true: the layer's output has the batchnorm's readers (and outputs), a new bias is read
         # by the layer alone
@@ -87,7 +86,7 @@ class FoldBatchNorm(Pass):
         new = REGISTRY[layer.op].scale_input(epilogue.own_attrs(layer.attrs), self._params(program, layer), *affine)
         if new is None:
             return None
-        self._rewrite(program, layer, new)
+        program.set_layer_params(layer, new)
         x = node.inputs[0]
         layer.inputs[0] = x
         readers.of[x.name] = [layer if r is node else r for r in readers.of.get(x.name, [])]
@@ -98,23 +97,3 @@ class FoldBatchNorm(Pass):
     @staticmethod
     def _params(program: Program, layer) -> dict[str, np.ndarray]:
         return {r: program.param_data(v) for r, v in layer.params.items()}
-
-    @staticmethod
-    def _rewrite(program: Program, layer, new: dict[str, np.ndarray]) -> None:
-        g = program.graph
-        weight = layer.params["weight"]
-        dtype = np.asarray(program.param_data(weight)).dtype  # the stored weights' precision (float32 normally)
-        role = g.params[weight.name].role
-        for r, arr in new.items():
-            arr = np.asarray(arr).astype(dtype)
-            if r in layer.params:
-                program.set_param_data(layer.params[r], arr)
-                continue
-            # a new bias: same role as the weight (its data inline when the weight's is)
-            name = fresh_name(g, f"{layer.name}.{r}")
-            fixed = g.params[weight.name].data is not None
-            v = g.add_param(name, TensorType(arr.shape, weight.type.dtype), role, data=arr if fixed else None)
-            if not fixed:
-                program.weights[name] = arr
-            layer.params[r] = v
-            layer.attrs[r] = True

@@ -35,8 +35,7 @@ import numpy as np
 
 from ..ir.graph import Node, Value
 from ..ops import REGISTRY, RefContext, epilogue
-from .base import (Pass, PassResult, Program, fresh_name, output_values, prune_params, remove_nodes, replace_uses,
-                   users)
+from .base import Pass, PassResult, Program, Readers, fresh_name, prune_params, remove_nodes, replace_uses
 
 MAX_FOLDED_ELEMENTS = 2 ** 24
 
@@ -49,14 +48,13 @@ class FoldConstants(Pass):
     def run(self, program: Program) -> PassResult:
         result = PassResult()
         graph = program.graph
-        readers = users(graph)
-        outputs = output_values(graph)
+        readers = Readers(graph)
         folded: list[Node] = []
         too_large = failed = 0
         for node in list(graph.nodes):  # topological order: a node's folded inputs are parameters by now
             if not self._constant(program, node):
                 continue
-            if not readers.get(node.name) and node.output.name not in outputs:
+            if not readers.of.get(node.output.name) and node.output.name not in readers.outputs:
                 continue  # dead: dce removes it without evaluating it
             out_type = node.output.type
             if not out_type.is_static:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from ..ops import REGISTRY, epilogue
 from .base import Pass, PassResult, Program, Readers, remove_nodes, replace_uses
 
+
 class FusePool(Pass):
     name = "fuse_pool"
     summary = "fuse max pooling into the convolution producing its input"

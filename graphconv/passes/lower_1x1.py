@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.graph import TensorType
 from .base import Pass, PassResult, Program, Readers
 
 
@@ -38,13 +37,8 @@ class Lower1x1(Pass):
             if not is_pointwise(node) or any(readers.only(v) is not node for v in node.params.values()):
                 continue  # a weight shared with another node keeps its shape
             w = node.params["weight"]
-            p = g.params[w.name]
             o, c = int(w.type.shape[0]), int(w.type.shape[1])
-            if p.data is not None:
-                p.data = np.asarray(p.data).reshape(o, c)
-            else:
-                program.weights[w.name] = np.asarray(program.weights[w.name]).reshape(o, c)
-            w.type = TensorType((o, c), w.type.dtype)
+            program.set_param(w, np.asarray(program.param_data(w)).reshape(o, c))
             keep = {k: v for k, v in node.attrs.items() if k in ("bias", "epilogue")}
             node.op = "channel_matmul"
             node.attrs = {"units": o, **keep}

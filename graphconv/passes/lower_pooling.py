@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.graph import Graph, Node, TensorType
+from ..ir.graph import Graph, Node
 from ..ops import REGISTRY, epilogue
-from ..ops.build import param_role, plan
-from .base import Pass, PassResult, Program, fresh_name, replace_uses
+from ..ops.build import emit, plan
+from .base import Pass, PassResult, Program, replace_uses
 
 # what fired -> (singular, plural) phrase of the pass log, in log order
 PHRASES = {
@@ -107,15 +107,10 @@ def _replace(g: Graph, old: Node, op_name: str, given: dict) -> Node:
     p = plan(op_name, given, [v.type for v in old.inputs[:n_own]])
     if p.out_type != old.output.type:  # an epilogue keeps the shape, so the op's own output is the node's
         raise AssertionError(f"lower_pooling: {op_name} for {old.name} infers {p.out_type}, not {old.output.type}")
-    attrs = REGISTRY[op_name].ir_attrs(p.attrs)
+    g.values.pop(old.output.name)  # the new node takes the name (and names its parameters after it)
+    new = emit(g, old.name, p, list(old.inputs), old.loc)
+    g.nodes.pop()  # emit appended it; the caller places it
     if epilogue.steps(old.attrs):
-        attrs["epilogue"] = epilogue.steps(old.attrs)
-    g.values.pop(old.output.name)  # the new node takes the name
-    dtype = old.inputs[0].type.dtype
-    params = {s.name: g.add_param(fresh_name(g, f"{old.name}.{s.name}"), TensorType(s.shape, dtype),
-                                  param_role(s, p.attrs), s.init, None if s.data is None else np.asarray(s.data))
-              for s in p.params}
-    new = g.add_node(old.name, op_name, list(old.inputs), attrs, old.output.type, params, old.loc)
-    g.nodes.pop()  # add_node appended it; the caller places it
+        new.attrs["epilogue"] = epilogue.steps(old.attrs)
     replace_uses(g, old.output, new.output)
     return new

@@ -70,7 +70,7 @@ PIPELINES: dict[int, list[str]] = {
 
 
 TARGETS = ("reference", "onnx", "llvm")
-TARGET_PASSES = {"llvm": {3: ["assign_layout"]}}  # inserted before plan_memory for that target
+TARGET_PASSES = {"llvm": ["assign_layout"]}  # at -O3, before plan_memory (the last pass there)
 
 
 def pipeline(level: int, *, training: bool = False, target: str = "reference") -> list[Pass]:
@@ -80,10 +80,8 @@ def pipeline(level: int, *, training: bool = False, target: str = "reference") -
     if target not in TARGETS:
         raise GraphconvError(f"unknown target {target!r}; choose {', '.join(TARGETS)}")
     names = list(PIPELINES[level])
-    extra = TARGET_PASSES.get(target, {}).get(level, [])
-    if extra:
-        at = names.index("plan_memory") if "plan_memory" in names else len(names)
-        names[at:at] = extra
+    if level == 3:
+        names[-1:-1] = TARGET_PASSES.get(target, [])
     reg = registry()
     return [reg[name] for name in names if not (training and reg[name].inference_only)]
 
