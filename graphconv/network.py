@@ -187,10 +187,19 @@ def _onnx_model(net: Network, dtype: str = "float32", **options: Any) -> Model:
     return OnnxModel(net, dtype, **options)
 
 
+def _llvm_model(net: Network, dtype: str = "float32", **options: Any) -> Model:
+    """Native code through LLVM (graphconv.llvm.runtime.LLVMModel; options: threads, opt_level, target_cpu,
+    target_features, cache, llvm_opt)."""
+    from .llvm.runtime import LLVMModel
+
+    return LLVMModel(net, dtype, **options)
+
+
 # backend name -> factory (net, dtype=..., **options) -> Model. Later backends register here.
 BACKENDS: dict[str, Callable[..., Model]] = {
     "reference": ReferenceModel,
     "onnx": _onnx_model,
+    "llvm": _llvm_model,
 }
 
 
@@ -216,10 +225,13 @@ def compile(net: Network, backend: str = "reference", *, dtype: str = "float32",
         unknown = [] if accepts_any else [k for k in options if k not in sig.parameters]
     except (TypeError, ValueError):  # pragma: no cover - no signature
         unknown = []
-    if backend == "onnx":
-        from .onnx.runtime import OnnxModel
+    if backend in ("onnx", "llvm"):
+        if backend == "onnx":
+            from .onnx.runtime import OnnxModel as cls
+        else:
+            from .llvm.runtime import LLVMModel as cls
 
-        sig = inspect.signature(OnnxModel.__init__)
+        sig = inspect.signature(cls.__init__)
         unknown = [k for k in options if k not in sig.parameters]
     if unknown:
         raise GraphconvError(f"backend {backend!r} has no option {', '.join(map(repr, unknown))}")

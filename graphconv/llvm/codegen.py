@@ -1,0 +1,438 @@
+"""The whole network as one LLVM module with one entry point.
+
+    void <name>_run(ptr* inputs, ptr* outputs, ptr arena, ptr weights, i64 N, i64 tid, i64 nthreads, ptr barrier)
+
+Every thread of a run calls the entry with its own `tid`; the entry calls each layer's kernel in graph order and
+waits at a barrier after each one (a spin barrier in the module itself: no runtime library, no Python between
+layers). `N` is the batch size of the run.
+
+Memory, all owned by the caller:
+- `inputs`/`outputs`: one pointer per graph input / output (the output pointer of the first name of each output
+  value; the runtime copies the others);
+- `weights`: every parameter, 64-byte aligned, in the float type of the build, then the re-packed copies kernels
+  asked for (`Layout.blob`: how the runtime builds it from the network's weights);
+- `arena`: the memory planner's arena for N samples (offsets scaled by N), then per-sample temporaries of split
+  nodes, then one workspace per thread (`arena_bytes(N, threads)`);
+- `barrier`: 64 zeroed bytes, the barrier's state.
+
+Design: one ir.Module per distinct kernel, each verified on its own (an error names the layer and op), then linked
+into the entry's module. Repeated identical layers share one kernel. A node whose epilogue a kernel cannot apply in
+its loop (a window step such as a fused max pool, or an operand that broadcasts) is split here into the op, then
+its window step and remaining steps, through a temporary; kernels only ever see elementwise steps on operands of
+their output's shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from llvmlite import ir
+import llvmlite.binding as llvm
+
+from ..errors import GraphconvError
+from ..ir.graph import Graph, Node, TensorType, Value
+from ..ops import REGISTRY, epilogue
+from ..ops.layout import blocked_type
+from ..passes.base import attr_key
+from ..passes.plan_memory import check_plan, plan as plan_memory
+from . import kernels  # noqa: F401 - registers the emitters
+from .builder import FLOAT_TYPES, I8P, I64, KB, VOID
+from .kernel import KERNELS, CodegenError, KernelContext, Tensor, Unsupported, dims_of
+from .target import Target
+
+ALIGN = 64
+
+__all__ = ["Layout", "build_module", "symbol_name"]
+
+
+@dataclass
+class BlobEntry:
+    """One array of the weights blob: parameter `param`, as stored (packer None) or re-packed."""
+
+    param: str
+    offset: int  # bytes
+    nbytes: int
+    packer: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    node: str = ""  # the node whose attributes the packer reads
+    role: str = ""
+
+    def to_json(self) -> dict:
+        return {"param": self.param, "offset": self.offset, "nbytes": self.nbytes, "packer": self.packer,
+                "args": self.args, "node": self.node, "role": self.role}
+
+
+@dataclass
+class Layout:
+    """What the runtime (and a C application) needs besides the code: names, buffer sizes, the weights blob."""
+
+    symbol: str
+    dtype: str
+    inputs: list[tuple[str, list]]  # (name, shape with the symbol as a str)
+    outputs: list[tuple[str, list]]
+    output_slots: dict[str, str]  # output name -> the output name whose buffer the code writes
+    arena_per_sample: int  # bytes per sample: the planned arena, then split-node temporaries
+    scratch_per_thread: int
+    blob: list[BlobEntry]
+    blob_bytes: int
+    symbols: list[str]  # the graph's symbolic dimension names (at most one)
+    kernels: int = 0
+    layers: int = 0
+
+    def arena_bytes(self, batch: int, threads: int) -> int:
+        return self.arena_per_sample * batch + self.scratch_per_thread * threads
+
+    def to_json(self) -> dict:
+        return {"symbol": self.symbol, "dtype": self.dtype, "inputs": self.inputs, "outputs": self.outputs,
+                "output_slots": self.output_slots, "arena_per_sample": self.arena_per_sample,
+                "scratch_per_thread": self.scratch_per_thread, "blob": [e.to_json() for e in self.blob],
+                "blob_bytes": self.blob_bytes, "symbols": self.symbols, "kernels": self.kernels,
+                "layers": self.layers}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Layout":
+        d = dict(d)
+        d["blob"] = [BlobEntry(**e) for e in d["blob"]]
+        d["inputs"] = [tuple(x) for x in d["inputs"]]
+        d["outputs"] = [tuple(x) for x in d["outputs"]]
+        return cls(**d)
+
+
+def symbol_name(graph_name: str) -> str:
+    """A C identifier from the network's name."""
+    out = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in graph_name) or "net"
+    return ("gc_" + out if out[0].isdigit() else out).lower()
+
+
+def _aligned(n: int) -> int:
+    return -(-int(n) // ALIGN) * ALIGN
+
+
+def _where(node: Node) -> str:
+    at = f" defined at {node.loc}" if node.loc is not None else ""
+    return f"layer '{node.name}' ({node.op}){at}"
+
+
+# -- splitting nodes whose epilogue a kernel cannot apply -----------------------------------------------------------
+
+def _split(node: Node) -> list[Node]:
+    """The node as one or more nodes a kernel can run: a window step and everything after it, and steps whose
+    operand broadcasts, move to their own nodes reading a temporary value."""
+    seq = epilogue.steps(node.attrs)
+    if not seq:
+        return [node]
+    op = REGISTRY[node.op]
+    types = epilogue.step_types(op, node.attrs, [v.type for v in node.inputs])
+    b = epilogue.block_size(node.attrs)
+    n_own = epilogue.own_input_count(node.attrs, len(node.inputs))
+    out_types = [blocked_type(t, b) for t in types] if b else types
+
+    def fits(k: int) -> bool:  # step k can stay in a kernel's loop
+        name, _, operand = seq[k]
+        if REGISTRY[name].window_step:
+            return False
+        return operand is None or node.inputs[operand].type == (out_types[k])
+
+    keep = 0
+    while keep < len(seq) and fits(keep):
+        keep += 1
+    if keep == len(seq):
+        return [node]
+    # the head: the op and the steps that fit, into a temporary
+    head_steps = seq[:keep]
+    used = [s[2] for s in head_steps if s[2] is not None]
+    head_inputs = node.inputs[:n_own] + [node.inputs[k] for k in used]
+    remap = {k: n_own + j for j, k in enumerate(used)}
+    head_attrs = {**node.attrs, "epilogue": tuple((n, a, remap.get(o) if o is not None else None)
+                                                  for n, a, o in head_steps)}
+    if not head_steps:
+        head_attrs.pop("epilogue")
+    tmp = Value(f"{node.name}.~{keep}", out_types[keep], "node")
+    head = Node(node.name, node.op, head_inputs, head_attrs, tmp, dict(node.params), node.loc)
+    tmp.producer = head
+    # the next step as its own node, carrying the rest as its epilogue when it is out_fusable
+    name, sattrs, operand = seq[keep]
+    sop = REGISTRY[name]
+    rest = seq[keep + 1:]
+    step_inputs = [tmp] + ([node.inputs[operand]] if operand is not None else [])
+    attrs = dict(sattrs)
+    if b and sop.window_step:
+        attrs["layout"] = b  # elementwise steps do not care about the layout; a window step does
+    if rest and sop.fusion == "out_fusable":
+        used = [s[2] for s in rest if s[2] is not None]
+        remap = {k: len(step_inputs) + j for j, k in enumerate(used)}
+        step_inputs += [node.inputs[k] for k in used]
+        attrs["epilogue"] = tuple((n, a, remap.get(o) if o is not None else None) for n, a, o in rest)
+        rest = ()
+    final = node.output if not rest else Value(f"{node.name}.~{keep + 1}", out_types[keep + 1], "node")
+    step = Node(f"{node.name}", name, step_inputs, attrs, final, {}, node.loc)
+    final.producer = step
+    if not rest:
+        return [head, *_split(step)]
+    # the remaining steps become plain nodes one by one (rare: steps after a window step that is not out_fusable)
+    out = [head, *_split(step)]
+    current = final
+    for k, (name, sattrs, operand) in enumerate(rest):
+        last = k == len(rest) - 1
+        v = node.output if last else Value(f"{node.name}.~r{k}", current.type, "node")
+        ins = [current] + ([node.inputs[operand]] if operand is not None else [])
+        n = Node(node.name, name, ins, dict(sattrs), v, {}, node.loc)
+        v.producer = n
+        out.append(n)
+        current = v
+    return out
+
+
+# -- the module ---------------------------------------------------------------------------------------------------
+
+class _Builder:
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], dtype: str, target: Target, symbol: str):
+        self.graph = graph
+        self.weights = weights
+        self.dtype = dtype
+        self.ft = FLOAT_TYPES[dtype]
+        self.ft_bytes = np.dtype(dtype).itemsize
+        self.target = target
+        self.symbol = symbol
+        self.vw = max(1, target.vector_bits // (8 * self.ft_bytes))
+        self.kernels: dict[Any, tuple[str, list, ir.Module]] = {}  # key -> (function name, packs, module)
+        self.kernel_modules: list[tuple[str, ir.Module, Node]] = []
+        self.scratch_per_thread = 0
+
+    # values -> where they live
+    def _plan(self) -> None:
+        g = self.graph
+        symbols = sorted({d for v in g.values.values() for d in v.type.shape if isinstance(d, str)})
+        if len(symbols) > 1:
+            raise CodegenError(f"the llvm backend takes one symbolic (batch) dimension; {g.name} has "
+                               f"{', '.join(symbols)}")
+        for v in g.values.values():
+            if any(isinstance(d, str) for d in v.type.shape[1:]):
+                raise CodegenError(f"the llvm backend needs the symbolic dimension first: {v.name} is {v.type}")
+        self.symbols = symbols
+        dtypes = {v.type.dtype for v in g.values.values()}
+        if len(dtypes) != 1:
+            raise CodegenError(f"mixed dtypes in {g.name}: {', '.join(sorted(dtypes))}")
+        graph_bytes = np.dtype(dtypes.pop()).itemsize
+        mp = plan_memory(g)
+        problems = check_plan(g, mp)
+        if problems:
+            raise CodegenError("the memory plan is unsafe: " + "; ".join(problems[:5]))
+        # per-sample byte offsets in this build's float type
+        self.offsets = {name: off * self.ft_bytes // graph_bytes for name, off in mp.offsets.items()}
+        self.arena_planned = _aligned(mp.arena_bytes * self.ft_bytes // graph_bytes)
+        self.input_index = {v.name: i for i, v in enumerate(g.inputs)}
+        self.output_slots: dict[str, str] = {}
+        self.output_index: dict[str, int] = {}
+        for j, (name, v) in enumerate(g.outputs.items()):
+            if v.kind == "node" and v.name not in self.output_index:
+                self.output_index[v.name] = j
+                self.output_slots[name] = name
+        names = list(g.outputs)
+        for name, v in g.outputs.items():
+            if name not in self.output_slots and v.kind == "node":
+                self.output_slots[name] = names[self.output_index[v.name]]
+        # the weights blob: every parameter as stored
+        self.blob: list[BlobEntry] = []
+        self.blob_bytes = 0
+        self.param_offset: dict[str, int] = {}
+        for name, p in g.params.items():
+            nbytes = p.value.type.numel() * self.ft_bytes
+            self.param_offset[name] = self.blob_bytes
+            self.blob.append(BlobEntry(name, self.blob_bytes, nbytes))
+            self.blob_bytes = _aligned(self.blob_bytes + nbytes)
+
+    def build(self) -> tuple[ir.Module, list[tuple[str, ir.Module, Node]], Layout]:
+        self._plan()
+        g = self.graph
+        # split nodes; the temporaries of a split node live only while it runs, so every node's temporaries share
+        # one region after the planned arena (per sample)
+        steps: list[Node] = []
+        temp_off: dict[str, int] = {}
+        region = 0
+        for node in g.nodes:
+            pieces = _split(node)
+            at = 0
+            for p in pieces[:-1]:
+                temp_off[p.output.name] = self.arena_planned + at
+                at += _aligned(p.output.type.numel(1) * self.ft_bytes)
+            region = max(region, at)
+            steps.extend(pieces)
+        arena_per_sample = self.arena_planned + region
+        kernels = [self._kernel(node) for node in steps]  # emits and verifies each distinct kernel
+        per_thread = _aligned(self.scratch_per_thread)
+
+        mod = ir.Module(name=self.symbol)
+        mod.triple = self.target.triple
+        barrier = self._barrier(mod)
+        fty = ir.FunctionType(VOID, [I8P.as_pointer(), I8P.as_pointer(), I8P, I8P, I64, I64, I64, I64.as_pointer()])
+        entry = ir.Function(mod, fty, name=f"{self.symbol}_run")
+        ins, outs, arena, wts, N, tid, nthr, bar = entry.args
+        for a, nm in zip(entry.args, ("inputs", "outputs", "arena", "weights", "N", "tid", "nthreads", "barrier")):
+            a.name = nm
+        b = ir.IRBuilder(entry.append_basic_block("entry"))
+        kb = KB(b, self.ft, self.vw)
+
+        def value_ptr(v: Value) -> ir.Value:
+            if v.kind == "param":
+                return b.gep(wts, [kb.i64(self.param_offset[v.name])], inbounds=True)
+            if v.kind == "input":
+                return b.load(b.gep(ins, [kb.i64(self.input_index[v.name])], inbounds=True))
+            if v.name in self.output_index:
+                return b.load(b.gep(outs, [kb.i64(self.output_index[v.name])], inbounds=True))
+            off = temp_off.get(v.name, self.offsets.get(v.name))
+            if off is None:
+                raise CodegenError(f"value {v.name} has no place in the memory plan")
+            return b.gep(arena, [b.mul(kb.i64(off), N)], inbounds=True)  # offsets are per sample
+
+        workspace = b.gep(arena, [b.add(b.mul(kb.i64(arena_per_sample), N), b.mul(tid, kb.i64(per_thread)))],
+                          inbounds=True)
+        kty = ir.FunctionType(VOID, [I8P.as_pointer(), I8P, I64, I64, I64])
+        for k, (node, (name, packs)) in enumerate(zip(steps, kernels)):
+            ptrs = [value_ptr(v) for v in node.inputs] + [value_ptr(node.output)]
+            ptrs += [value_ptr(v) for v in node.params.values()]
+            for role, packer, args in packs:
+                ptrs.append(b.gep(wts, [kb.i64(self._packed(node, role, packer, args))], inbounds=True))
+            table = kb.alloca(ir.ArrayType(I8P, len(ptrs)), f"t{k}")
+            for j, p in enumerate(ptrs):
+                b.store(b.bitcast(p, I8P), b.gep(table, [kb.i64(0), ir.Constant(ir.IntType(32), j)]))
+            callee = mod.globals.get(name) or ir.Function(mod, kty, name=name)
+            b.call(callee, [b.bitcast(table, I8P.as_pointer()), workspace, N, tid, nthr])
+            b.call(barrier, [bar, nthr])
+        b.ret_void()
+        layout = Layout(
+            symbol=self.symbol, dtype=self.dtype,
+            inputs=[(v.name, list(v.type.shape)) for v in g.inputs],
+            outputs=[(name, list(v.type.shape)) for name, v in g.outputs.items()],
+            output_slots=self.output_slots,
+            arena_per_sample=arena_per_sample, scratch_per_thread=per_thread,
+            blob=self.blob, blob_bytes=self.blob_bytes, symbols=self.symbols,
+            kernels=len(self.kernels), layers=len(steps))
+        return mod, self.kernel_modules, layout
+
+    def _packed(self, node: Node, role: str, packer: str, args: dict) -> int:
+        from .kernel import PACKERS
+
+        pname = node.params[role].name
+        for e in self.blob:
+            if e.param == pname and e.packer == packer and e.args == args and e.node == node.name:
+                return e.offset
+        data = PACKERS[packer](np.asarray(self.weights[pname]), **args)
+        nbytes = int(data.size) * self.ft_bytes
+        off = self.blob_bytes
+        self.blob.append(BlobEntry(pname, off, nbytes, packer, dict(args), node.name, role))
+        self.blob_bytes = _aligned(off + nbytes)
+        return off
+
+    def _key(self, node: Node) -> Any:
+        return (node.op, attr_key(node.attrs), tuple(v.type for v in node.inputs), node.output.type,
+                tuple((r, v.type) for r, v in node.params.items()))
+
+    def _kernel(self, node: Node):
+        key = self._key(node)
+        if key in self.kernels:
+            return self.kernels[key]
+        emit = KERNELS.get(node.op)
+        if emit is None:
+            raise CodegenError(f"{_where(node)}: the llvm backend has no kernel for op '{node.op}'")
+        name = f"{self.symbol}_k{len(self.kernels)}_{node.op}"
+        kmod = ir.Module(name=name)
+        kmod.triple = self.target.triple
+        fty = ir.FunctionType(VOID, [I8P.as_pointer(), I8P, I64, I64, I64])
+        fn = ir.Function(kmod, fty, name=name)
+        table, scratch, N, tid, nthr = fn.args
+        for a, nm in zip(fn.args, ("tensors", "scratch", "N", "tid", "nthreads")):
+            a.name = nm
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        kb = KB(b, self.ft, self.vw)
+        fp = self.ft.as_pointer()
+
+        def tensor(slot: int, v: Value) -> Tensor:
+            p = b.bitcast(b.load(b.gep(table, [kb.i64(slot)], inbounds=True)), fp)
+            p.name = _ident(v.name)
+            return Tensor(p, v.type, dims_of(v.type, N))
+
+        n_own = epilogue.own_input_count(node.attrs, len(node.inputs))
+        ins = [tensor(i, v) for i, v in enumerate(node.inputs)]
+        slot = len(node.inputs)
+        out = tensor(slot, node.output)
+        slot += 1
+        params = {}
+        for role, v in node.params.items():
+            params[role] = tensor(slot, v)
+            slot += 1
+        kc = KernelContext(kb=kb, node=node, inputs=ins[:n_own], operands={i: ins[i] for i in range(n_own, len(ins))},
+                           out=out, params=params, N=N, tid=tid, nthreads=nthr, table=table, scratch=scratch,
+                           next_slot=slot)
+        try:
+            emit(kc)
+            if not b.block.is_terminated:
+                b.ret_void()
+        except Unsupported as e:
+            raise CodegenError(f"{_where(node)}: the llvm backend cannot compile it: {e}") from None
+        except CodegenError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug in an emitter: name the layer
+            raise CodegenError(f"{_where(node)}: code generation failed: {type(e).__name__}: {e}") from e
+        _verify(kmod, node)
+        self.scratch_per_thread = max(self.scratch_per_thread, kc.thread_scratch_bytes)
+        self.kernels[key] = (name, list(kc.packs))
+        self.kernel_modules.append((name, kmod, node))
+        return self.kernels[key]
+
+    def _barrier(self, mod: ir.Module) -> ir.Function:
+        """barrier(state, nthreads): every thread waits until all have arrived. state[0] counts arrivals,
+        state[1] is the generation; the last to arrive resets the count and bumps the generation."""
+        fn = ir.Function(mod, ir.FunctionType(VOID, [I64.as_pointer(), I64]), name=f"{self.symbol}_barrier")
+        fn.linkage = "internal"
+        state, nthr = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        one = ir.Constant(I64, 1)
+        with b.if_then(b.icmp_signed("<=", nthr, one), likely=False):
+            b.ret_void()
+        count = state
+        gen = b.gep(state, [ir.Constant(I64, 1)])
+        g0 = b.load_atomic(gen, "acquire", 8)
+        arrived = b.atomic_rmw("add", count, one, "acq_rel")
+        last = b.icmp_signed("==", b.add(arrived, one), nthr)
+        with b.if_else(last) as (then, otherwise):
+            with then:
+                b.store_atomic(ir.Constant(I64, 0), count, "monotonic", 8)
+                b.atomic_rmw("add", gen, one, "release")
+            with otherwise:
+                spin = b.append_basic_block("spin")
+                out = b.append_basic_block("out")
+                b.branch(spin)
+                b.position_at_end(spin)
+                if self.target.is_x86:
+                    pause = ir.Function(mod, ir.FunctionType(VOID, []), name="llvm.x86.sse2.pause")
+                    b.call(pause, [])
+                g1 = b.load_atomic(gen, "acquire", 8)
+                b.cbranch(b.icmp_signed("==", g1, g0), spin, out)
+                b.position_at_end(out)
+        b.ret_void()
+        return fn
+
+
+def _ident(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._" else "_" for ch in name)[:60]
+
+
+def _verify(kmod: ir.Module, node: Node) -> None:
+    """Parse and verify one kernel's module; an invalid one becomes a CodegenError naming the layer."""
+    try:
+        m = llvm.parse_assembly(str(kmod))
+        m.verify()
+    except RuntimeError as e:
+        raise CodegenError(f"{_where(node)}: the generated LLVM IR is invalid: {str(e).strip()[:2000]}") from None
+
+
+def build_module(graph: Graph, weights: dict[str, np.ndarray], dtype: str, target: Target, symbol: str
+                 ) -> tuple[str, list[tuple[str, ir.Module, Node]], Layout]:
+    """The entry module's IR text, the verified kernel modules and the layout."""
+    if dtype not in FLOAT_TYPES:
+        raise GraphconvError(f"the llvm backend runs in {' or '.join(FLOAT_TYPES)}, not {dtype!r}")
+    mod, kernels, layout = _Builder(graph, weights, dtype, target, symbol).build()
+    return str(mod), kernels, layout

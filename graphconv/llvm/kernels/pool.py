@@ -1,0 +1,1 @@
+"""Kernels: see graphconv/llvm/kernel.py (placeholder until written)."""
