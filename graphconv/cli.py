@@ -96,10 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive_int, default=None, metavar="N",
                    help="batch size of random inputs (default 1)")
     p.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the weights and random inputs")
-    p.add_argument("--backend", default="reference", help="backend: reference (default) or onnx (onnxruntime)")
+    p.add_argument("--backend", default="reference",
+                   help="backend: reference (default, numpy), llvm (native code) or onnx (onnxruntime)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="device of the onnx backend (default cpu); cuda needs a GPU build of onnxruntime")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="T",
+                   help="threads of the llvm and onnx backends (default: the number of cores)")
+    p.add_argument("-O", dest="opt_level", type=int, default=None, choices=(0, 1, 2, 3), metavar="LEVEL",
+                   help="optimization level of the llvm backend (default 3)")
+    _target_args(p)
 
     from .onnx.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
@@ -125,8 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimization level 0-3 (default 2)")
     p.add_argument("--training", action="store_true",
                    help="optimize for training: batchnorm statistics and dropout stay")
-    p.add_argument("--target", choices=("reference", "onnx", "llvm"), default="reference",
-                   help="the backend to optimize for (llvm at -O3 adds the blocked NCHW16c layout)")
+    p.add_argument("--target", choices=("reference", "onnx", "llvm", "llvm-aot"), default="reference",
+                   help="the backend to optimize for (llvm at -O3 adds the blocked NCHW16c layout); llvm also "
+                        "compiles native code (into the compile cache), llvm-aot writes an object file, C header "
+                        "and weights for a C program into the folder given by -o")
+    p.add_argument("--name", metavar="IDENT", default=None,
+                   help="llvm-aot: the C name prefix of the entry point and files (default: from the network)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="llvm, llvm-aot: the float type of the native code")
+    p.add_argument("--no-cache", action="store_true", help="llvm: compile again even when the cache has the code")
+    p.add_argument("--emit-llvm", metavar="OUT.ll", default=None,
+                   help="llvm, llvm-aot: write the optimized LLVM IR of the whole network")
+    _target_args(p)
     p.add_argument("--passes", metavar="P1,P2", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
                    help="run these passes, in this order, instead of a level's pipeline")
     p.add_argument("--pass-log", action="store_true", help="one line per pass: what fired and how often")
@@ -140,8 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-ir", action="store_true", help="run the IR verifier after every pass (also with --debug)")
     p.add_argument("--weights", metavar="W.npz", help="weights file (default: initializers seeded with --seed)")
     p.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the weights and random inputs")
-    p.add_argument("-o", "--output", metavar="OUT.json",
+    p.add_argument("-o", "--output", metavar="OUT.json|OUTDIR",
                    help="write the optimized IR as JSON (and its weights to OUT.npz)")
+
+    p = sub.add_parser("bench", parents=[common], help="time the llvm backend beside onnxruntime",
+                       description="Time graphconv's llvm backend and onnxruntime side by side on zoo models "
+                                   "(median of alternating rounds) and print the ratio.")
+    from .bench import add_arguments as bench_arguments
+
+    bench_arguments(p)
 
     p = sub.add_parser("import-onnx", parents=[common], help="import an ONNX model as a spec and weights",
                        description="Import an ONNX model (e.g. exported by PyTorch): writes a readable spec OUT.gc "
@@ -149,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("-o", "--output", required=True, metavar="OUT.gc", help="the spec to write (weights: OUT.npz)")
     return parser
+
+
+def _target_args(p) -> None:
+    p.add_argument("--target-cpu", metavar="CPU", default=None,
+                   help="llvm: the CPU to generate code for, e.g. skylake-avx512, znver3, x86-64-v3 (default: "
+                        "this machine's)")
+    p.add_argument("--target-features", metavar="+F,-G", default=None,
+                   help="llvm: CPU features to add or remove, e.g. -avx512f (default: the CPU's)")
 
 
 # -- commands -------------------------------------------------------------------------------------------------------
@@ -304,7 +335,22 @@ def cmd_run(args) -> int:
     graph, weights = _load(args, args.spec)
     given = _gather_inputs(args, graph)
     net = Network(graph, weights)
-    model = compile(net, args.backend, dtype=args.dtype, device=args.device)
+    options: dict[str, Any] = {}
+    if args.threads is not None:
+        options["threads"] = args.threads
+    if args.backend == "llvm":
+        options.update(opt_level=3 if args.opt_level is None else args.opt_level, target_cpu=args.target_cpu,
+                       target_features=args.target_features)
+    else:
+        from .errors import GraphconvError
+
+        used = [flag for flag, v in (("-O", args.opt_level), ("--target-cpu", args.target_cpu),
+                                     ("--target-features", args.target_features)) if v is not None]
+        if used:
+            raise GraphconvError(f"{', '.join(used)} apply to --backend llvm")
+        if args.threads is not None and args.backend != "onnx":
+            raise GraphconvError("--threads applies to the llvm and onnx backends")
+    model = compile(net, args.backend, dtype=args.dtype, device=args.device, **options)
     notes: list[str] = []
     inputs = {**given, **_random_inputs(graph, given, args.batch, args.seed, args.dtype, notes)}
     outputs = model.run(inputs)
@@ -358,8 +404,19 @@ def cmd_compile(args) -> int:
             print(print_graph(program.graph))
 
     graph, weights = _load(args, args.spec)
+    native = args.target in ("llvm", "llvm-aot")
+    if args.target == "llvm-aot" and not args.output:
+        raise GraphconvError("--target llvm-aot needs -o OUTDIR, the folder to write the object file, header and "
+                             "weights into")
+    if not native:
+        used = [flag for flag, v in (("--target-cpu", args.target_cpu), ("--target-features", args.target_features),
+                                     ("--name", args.name), ("--emit-llvm", args.emit_llvm)) if v is not None]
+        used += ["--no-cache"] if args.no_cache else []
+        if used:
+            raise GraphconvError(f"{', '.join(used)} apply to --target llvm and llvm-aot")
     before = len(graph.nodes)
-    net, log = optimize(Network(graph, weights), args.opt_level, training=args.training, target=args.target,
+    net, log = optimize(Network(graph, weights), args.opt_level, training=args.training,
+                        target="llvm" if native else args.target,
                         passes=args.passes,
                         verify_ir=args.verify_ir or getattr(args, "debug", False), verify_passes=args.verify_passes,
                         after=after, seed=args.seed)
@@ -371,6 +428,8 @@ def cmd_compile(args) -> int:
     what = "training" if args.training else "inference"
     print(f"compiled {net.graph.name} at -O{args.opt_level} ({what}): {before} -> {len(net.graph.nodes)} nodes, "
           f"{len(log)} passes" + (", every pass verified on the reference executor" if args.verify_passes else ""))
+    if native:
+        return _compile_native(args, net)
     if args.output:
         from .ir.serialize import dumps
         from .weights import save_weights
@@ -381,6 +440,56 @@ def cmd_compile(args) -> int:
         save_weights(weights_path, net.weights)
         print(f"wrote {args.output} and {weights_path}")
     return EXIT_OK
+
+
+def _compile_native(args, net) -> int:
+    """compile --target llvm / llvm-aot: native code for the optimized network `net`."""
+    import time
+
+    from .llvm.compiler import compile_graph
+    from .llvm.target import Target
+
+    target = Target.host(args.target_cpu, args.target_features)
+    if args.target == "llvm-aot":
+        from .llvm.aot import write_aot
+
+        t0 = time.perf_counter()
+        res = write_aot(net, args.output, opt_level=args.opt_level, dtype=args.dtype, target=target, name=args.name,
+                        optimized=True, emit_llvm=args.emit_llvm)
+        print(f"native code for {target.describe()}: {res.layout.kernels} kernels for {res.layout.layers} layers, "
+              f"{time.perf_counter() - t0:.2f} s")
+        for path in res.files:
+            print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+        return EXIT_OK
+    t0 = time.perf_counter()
+    compiled = compile_graph(net.graph, net.weights, dtype=args.dtype, target=target,
+                             use_cache=not args.no_cache, keep_ir=bool(args.emit_llvm))
+    took = time.perf_counter() - t0
+    lay = compiled.layout
+    print(f"native code for {target.describe()}: {lay.kernels} kernels for {lay.layers} layers, "
+          f"{len(compiled.object_code):,} bytes of machine code, weights {lay.blob_bytes:,} bytes, arena "
+          f"{lay.arena_per_sample:,} bytes per sample; "
+          + ("from the cache" if compiled.cached else f"compiled in {took:.2f} s"))
+    if args.emit_llvm:
+        with open(args.emit_llvm, "w", encoding="utf-8") as fh:
+            fh.write(compiled.llvm_ir or "")
+        print(f"wrote {args.emit_llvm}")
+    if args.output:
+        from .ir.serialize import dumps
+        from .weights import save_weights
+
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(dumps(net.graph))
+        weights_path = os.path.splitext(args.output)[0] + ".npz"
+        save_weights(weights_path, net.weights)
+        print(f"wrote {args.output} and {weights_path}")
+    return EXIT_OK
+
+
+def cmd_bench(args) -> int:
+    from .bench import run
+
+    return run(args)
 
 
 def cmd_import_onnx(args) -> int:
@@ -402,7 +511,7 @@ def cmd_import_onnx(args) -> int:
 
 
 COMMANDS = {"check": cmd_check, "summary": cmd_summary, "run": cmd_run, "compile": cmd_compile,
-            "export-onnx": cmd_export_onnx, "import-onnx": cmd_import_onnx}
+            "export-onnx": cmd_export_onnx, "import-onnx": cmd_import_onnx, "bench": cmd_bench}
 
 
 # -- entry point ----------------------------------------------------------------------------------------------------

@@ -226,14 +226,13 @@ class _Builder:
         self.input_index = {v.name: i for i, v in enumerate(g.inputs)}
         self.output_slots: dict[str, str] = {}
         self.output_index: dict[str, int] = {}
-        for j, (name, v) in enumerate(g.outputs.items()):
+        first_name: dict[str, str] = {}
+        for name, v in g.outputs.items():  # one output buffer per distinct node value, in output order
             if v.kind == "node" and v.name not in self.output_index:
-                self.output_index[v.name] = j
-                self.output_slots[name] = name
-        names = list(g.outputs)
-        for name, v in g.outputs.items():
-            if name not in self.output_slots and v.kind == "node":
-                self.output_slots[name] = names[self.output_index[v.name]]
+                self.output_index[v.name] = len(self.output_index)
+                first_name[v.name] = name
+            if v.kind == "node":
+                self.output_slots[name] = first_name[v.name]
         # the weights blob: every parameter as stored
         self.blob: list[BlobEntry] = []
         self.blob_bytes = 0

@@ -116,6 +116,10 @@ class LLVMModel(Model):
         self.threads = threads
         self.opt_level = opt_level
         self.target = Target.host(target_cpu, target_features)
+        missing = self.target.runs_here()
+        if missing:
+            raise GraphconvError(f"this machine lacks {', '.join(missing)}, which code for {self.target.cpu} uses: it "
+                                 "cannot run here (compile it with --target llvm-aot for the machine that has them)")
         optimized, self.pass_log = optimize(net, opt_level, target="llvm")
         self.optimized = optimized
         self.compiled: Compiled = compile_graph(optimized.graph, optimized.weights, dtype=dtype, target=self.target,

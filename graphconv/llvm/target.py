@@ -37,26 +37,41 @@ class Target:
 
     @classmethod
     def host(cls, cpu: str | None = None, features: str | None = None) -> "Target":
-        """The host CPU, or the given CPU name and features (`features` without a CPU keeps the host's name)."""
+        """The host CPU; `cpu` names another (its features implied by the name) and `features` adds or removes
+        features ("+avx2,-avx512f") on top of the CPU's."""
         init_llvm()
         triple = llvm.get_process_triple()
         if cpu is None:
+            base = llvm.get_host_cpu_features().flatten()
             cpu = llvm.get_host_cpu_name()
-            if features is None:
-                features = llvm.get_host_cpu_features().flatten()
-        t = cls(triple, cpu, features or "")
-        return t
+        else:
+            _check_cpu(triple, cpu)
+            base = ",".join(f"+{f}" for f in _implied_features(cpu))
+        extra = ",".join(f.strip() for f in (features or "").split(",") if f.strip())
+        for f in extra.split(",") if extra else []:
+            if f[0] not in "+-" or not f[1:]:
+                raise GraphconvError(f"CPU feature {f!r} must start with + or - (e.g. +avx2,-avx512f)")
+        return cls(triple, cpu, ",".join(x for x in (base, extra) if x))
+
+    def enabled(self, feature: str) -> bool:
+        """Whether the feature string turns `feature` on (the last mention wins, as in LLVM)."""
+        state = False
+        for f in self.features.split(","):
+            if f[1:] == feature:
+                state = f[0] == "+"
+        return state
 
     @property
     def feature_set(self) -> set[str]:
-        return {f[1:] for f in self.features.split(",") if f.startswith("+")}
+        return {f[1:] for f in self.features.split(",") if f and self.enabled(f[1:])}
 
     @property
     def vector_bits(self) -> int:
-        fs = self.feature_set
-        if "avx512f" in fs:
+        """The widest vectors the kernels use: 512 bits with AVX-512, 256 with AVX, else 128. (Removing avx or avx2
+        removes AVX-512 too, as in LLVM.)"""
+        if self.enabled("avx512f") and self.enabled("avx2") and self.enabled("avx"):
             return 512
-        if "avx" in fs or "avx2" in fs:
+        if self.enabled("avx"):
             return 256
         return 128
 
@@ -76,5 +91,54 @@ class Target:
                                                 codemodel="small")
         return target.create_target_machine(cpu=self.cpu, features=self.features, opt=opt, jit=True)
 
+    def runs_here(self) -> list[str]:
+        """The vector extensions this target uses that the host lacks (code for it would crash here)."""
+        host = Target.host()
+        return sorted(f for f in ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq")
+                      if self.enabled(f) and not host.enabled(f))
+
     def describe(self) -> str:
         return f"{self.cpu} ({self.vector_bits}-bit vectors) {self.triple}"
+
+
+# Vector extensions implied by common x86 CPU names (llvmlite cannot list a named CPU's features).
+_AVX512 = ("skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client", "icelake-server",
+           "tigerlake", "rocketlake", "sapphirerapids", "emeraldrapids", "graniterapids", "znver4", "znver5",
+           "x86-64-v4", "knl", "knm")
+_AVX2 = ("haswell", "broadwell", "skylake", "alderlake", "raptorlake", "meteorlake", "arrowlake", "lunarlake",
+         "znver1", "znver2", "znver3", "x86-64-v3", "bdver4")
+_AVX = ("sandybridge", "ivybridge", "bdver1", "bdver2", "bdver3", "btver2")
+
+
+def _implied_features(cpu: str) -> list[str]:
+    if cpu in _AVX512:
+        return ["avx", "avx2", "fma", "avx512f"]
+    if cpu in _AVX2:
+        return ["avx", "avx2", "fma"]
+    if cpu in _AVX:
+        return ["avx"]
+    return []
+
+
+def _check_cpu(triple: str, cpu: str) -> None:
+    """LLVM only warns on stderr about a CPU name it does not know (and then generates generic code): catch the
+    warning and make it an error."""
+    import os
+    import tempfile
+
+    if not cpu or any(ch.isspace() for ch in cpu):
+        raise GraphconvError(f"--target-cpu {cpu!r} is not a CPU name")
+    target = llvm.Target.from_triple(triple)
+    with tempfile.TemporaryFile() as err:
+        saved = os.dup(2)
+        try:
+            os.dup2(err.fileno(), 2)
+            target.create_target_machine(cpu=cpu, opt=0)  # warns here; generating code for it could abort
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        err.seek(0)
+        text = err.read().decode("utf-8", "replace")
+    if "not a recognized processor" in text:
+        raise GraphconvError(f"LLVM does not know the CPU {cpu!r} (e.g. x86-64-v3, skylake-avx512, znver4; this "
+                             f"machine is {llvm.get_host_cpu_name()})")
