@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Print the ONNX node conformance report of graphconv's importer: every onnx backend node test case whose op
-types graphconv imports, with pass / fail / excluded (and why)."""
+types graphconv imports, with pass / fail / excluded (and why).
+
+    python tools/onnx_conformance.py                  # on the reference executor
+    python tools/onnx_conformance.py --backend llvm   # compiled by the llvm backend"""
 
 import os
 import sys
@@ -11,7 +14,11 @@ from import_helpers import conformance_report  # noqa: E402
 
 
 def main() -> int:
-    report = conformance_report()
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backend", choices=("reference", "llvm"), default="reference")
+    report = conformance_report(p.parse_args().backend)
     by = {"pass": [], "fail": [], "excluded": []}
     for name, (status, detail) in sorted(report.items()):
         by[status].append((name, detail))

@@ -228,3 +228,19 @@ def test_named_cpus_imply_their_vector_width():
     assert Target.host(cpu="skylake-avx512").vector_bits == 512
     assert Target.host(cpu="x86-64").vector_bits == 128
     assert Target.host(cpu="skylake-avx512", features="-avx512f").vector_bits == 256
+
+
+def test_small_runs_stay_on_one_thread(monkeypatch):
+    """Below min_parallel_flops the workers are not woken (their wake-up would cost more than the work)."""
+    from graphconv.llvm.runtime import LLVMModel
+
+    monkeypatch.setattr(LLVMModel, "min_parallel_flops", 20e6)
+    model = graphconv.compile(_net(), backend="llvm", threads=2, opt_level=2)
+    calls = []
+    monkeypatch.setattr(model._workers, "run", lambda *a: calls.append(a))
+    x = _x()
+    np.testing.assert_allclose(model(x)["y"], _reference(_net(), x)["y"], rtol=1e-5, atol=1e-6)
+    assert not calls
+    monkeypatch.setattr(LLVMModel, "min_parallel_flops", 0)
+    model(x)
+    assert len(calls) == 1

@@ -174,8 +174,23 @@ def prepare_case(case):
     return m, [({k: v for k, v in ins.items() if k not in param_inputs}, outs) for ins, outs in data_sets]
 
 
-def run_case(case) -> tuple[str, str]:
-    """('pass' | 'fail' | 'excluded', detail)."""
+def _reference_runner(graph, weights):
+    return lambda feeds: run_graph(graph, feeds, weights, dtype=graph.inputs[0].type.dtype)
+
+
+def llvm_runner(graph, weights):
+    """Run a case through the llvm backend (-O2, two threads), compiled for the graph's dtype."""
+    import graphconv
+    from graphconv.network import Network
+
+    model = graphconv.compile(Network(graph, weights), backend="llvm", dtype=graph.inputs[0].type.dtype,
+                              threads=2, opt_level=2)
+    return model.run
+
+
+def run_case(case, runner=_reference_runner) -> tuple[str, str]:
+    """('pass' | 'fail' | 'excluded', detail). `runner(graph, weights)` returns the function that runs the imported
+    graph (default: the reference executor)."""
     from graphconv.errors import GraphconvError
     try:
         model, data_sets = prepare_case(case)
@@ -186,12 +201,15 @@ def run_case(case) -> tuple[str, str]:
     except GraphconvError as e:
         return "excluded", "import: " + str(e).splitlines()[-1].strip()[:160]
     rtol, atol = case.rtol, case.atol
+    run = None
     for inputs, outputs in data_sets:
         feeds = {}
         for v, (k, arr) in zip(graph.inputs, inputs.items()):
             feeds[v.name] = arr
         try:
-            got = run_graph(graph, feeds, weights, dtype=graph.inputs[0].type.dtype)
+            if run is None:
+                run = runner(graph, weights)
+            got = run(feeds)
         except GraphconvError as e:
             msg = str(e).splitlines()[0][:160]
             if "bad inputs" in msg or "input '" in msg:
@@ -207,6 +225,6 @@ def run_case(case) -> tuple[str, str]:
     return "pass", ""
 
 
-def conformance_report():
-    results = {c.name: run_case(c) for c in conformance_cases()}
-    return results
+def conformance_report(backend: str = "reference"):
+    runner = llvm_runner if backend == "llvm" else _reference_runner
+    return {c.name: run_case(c, runner) for c in conformance_cases()}
