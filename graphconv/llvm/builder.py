@@ -284,7 +284,26 @@ class KB:
         return self.intrinsic("sqrt", [x])
 
     def exp(self, x):
-        return self.intrinsic("exp", [x])
+        """e^x. In float32, inline code (a vector of libm calls would be scalar): x = n·ln2 + r with |r| <= ln2/2,
+        e^r by its degree-6 Taylor polynomial (error below 2 ulp), 2^n put into the exponent bits; inputs are clamped
+        to [-87.3, 88.7], where e^x is a normal float. float64 calls libm (it is for checking, not speed)."""
+        if not isinstance(self.ft, ir.FloatType):
+            return self.intrinsic("exp", [x])
+        b = self.b
+        lanes = x.type.count if isinstance(x.type, ir.VectorType) else None
+        c = lambda v: self.fconst(v, lanes)  # noqa: E731
+        ity = ir.VectorType(I32, lanes) if lanes else I32
+        x = self.min(self.max(x, c(-87.3)), c(88.7))
+        n = self.intrinsic("rint", [self.fmul(x, c(1.4426950408889634))])
+        r = self.fma(n, c(-0.693145751953125), x)  # ln2 in two parts: the first is exact times small n
+        r = self.fma(n, c(-1.428606765330187e-06), r)
+        p = c(1.0 / 720)
+        for k in (120, 24, 6, 2, 1, 1):
+            p = self.fma(p, r, c(1.0 / k))
+        bits = b.shl(b.add(b.fptosi(n, ity), ir.Constant(ity, [ir.Constant(I32, 127)] * lanes) if lanes
+                           else ir.Constant(I32, 127)),
+                     ir.Constant(ity, [ir.Constant(I32, 23)] * lanes) if lanes else ir.Constant(I32, 23))
+        return self.fmul(p, b.bitcast(bits, x.type))
 
     def log(self, x):
         return self.intrinsic("log", [x])
@@ -292,8 +311,32 @@ class KB:
     def pow(self, x, y):
         return self.intrinsic("pow", [x, y])
 
+    def expm1(self, x):
+        """e^x - 1, accurate near 0 too (a Taylor polynomial below |x| = 1/16, where subtracting 1 would cancel)."""
+        import math
+
+        degree = 5 if isinstance(self.ft, ir.FloatType) else 10  # the first neglected term is below an ulp
+        p = self.like(1.0 / math.factorial(degree), x)
+        for k in range(degree - 1, 0, -1):
+            p = self.fma(p, x, self.like(1.0 / math.factorial(k), x))
+        small = self.fmul(p, x)
+        big = self.fsub(self.exp(x), self.like(1.0, x))
+        return self.select(self.fcmp("<", self.abs(x), self.like(0.0625, x)), small, big)
+
     def tanh(self, x):
-        return self.intrinsic("tanh", [x])
+        """tanh(x) = sign(x)·(1 - 2/(e^{2|x|} + 1)) in float32 (absolute error ~1e-7; exact 0 at 0), libm in
+        float64."""
+        if not isinstance(self.ft, ir.FloatType):
+            return self.intrinsic("tanh", [x])
+        one = self.like(1.0, x)
+        a = self.abs(x)
+        t = self.fsub(one, self.fdiv(self.like(2.0, x), self.fadd(self.exp(self.fadd(a, a)), one)))
+        x2 = self.fmul(x, x)  # below 1/16: x - x³/3 + 2x⁵/15 - 17x⁷/315, no cancellation
+        p = self.fma(x2, self.like(-17.0 / 315, x), self.like(2.0 / 15, x))
+        p = self.fma(p, x2, self.like(-1.0 / 3, x))
+        small = self.fma(self.fmul(p, x2), x, x)
+        big = self.intrinsic("copysign", [t, x])
+        return self.select(self.fcmp("<", a, self.like(0.0625, x)), small, big)
 
     def floor(self, x):
         return self.intrinsic("floor", [x])

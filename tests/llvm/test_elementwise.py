@@ -50,3 +50,30 @@ def test_fused_epilogue_chain():
     y = add_op(g, "s", "sigmoid", [y])
     g.set_output("y", y)
     check(g)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 4e-7), ("float64", 2e-15)])
+@pytest.mark.parametrize("op", ["sigmoid", "tanh", "elu", "selu"])
+def test_transcendental_accuracy_over_the_whole_range(op, dtype, tol):
+    """The inline exp/expm1/tanh: relative error (to max(1, |y|)) over [-100, 100] and densely near 0, with exact
+    saturation far out."""
+    import numpy as np
+
+    import graphconv
+    from graphconv.ir.graph import Graph, TensorType
+    from graphconv.network import Network
+    from graphconv.reference.executor import run_graph
+
+    x = np.concatenate([np.linspace(-100, 100, 40001), np.linspace(-3, 3, 40001), np.geomspace(1e-30, 1e-2, 999),
+                        -np.geomspace(1e-30, 1e-2, 999), [0.0]]).astype(dtype)[None]
+    g = Graph(op)
+    v = g.add_input("x", TensorType(("N", x.shape[1]), dtype))
+    g.set_output("y", add_op(g, "f", op, [v]))
+    model = graphconv.compile(Network(g, {}), backend="llvm", dtype=dtype, threads=1, opt_level=0)
+    got = model(x)
+    want = run_graph(g, {"x": x.astype(np.float64)}, {}, dtype="float64")["y"]
+    err = np.abs(got - want) / np.maximum(1.0, np.abs(want))
+    assert err.max() <= tol, (float(err.max()), float(x[0, err.argmax()]))
+    small = np.abs(x[0]) < 1e-2  # no cancellation near 0: relative error stays small there too
+    rel = np.abs(got[0, small] - want[0, small]) / np.maximum(np.abs(want[0, small]), 1e-300)
+    assert rel.max() <= 8 * tol

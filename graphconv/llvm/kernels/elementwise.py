@@ -18,7 +18,7 @@ from ..kernel import KernelContext, Unsupported, kernel
 # -- math shared with the epilogues -------------------------------------------------------------------------------
 
 def _elu(kb: KB, x: ir.Value, alpha: float) -> ir.Value:
-    neg = kb.fmul(kb.like(alpha, x), kb.fsub(kb.exp(kb.min(x, kb.like(0.0, x))), kb.like(1.0, x)))
+    neg = kb.fmul(kb.like(alpha, x), kb.expm1(kb.min(x, kb.like(0.0, x))))
     return kb.select(kb.fcmp(">", x, kb.like(0.0, x)), x, neg)
 
 
