@@ -198,7 +198,7 @@ class _Builder:
         self.symbol = symbol
         self.vw = max(1, target.vector_bits // (8 * self.ft_bytes))
         self.kernels: dict[Any, tuple[str, list, ir.Module]] = {}  # key -> (function name, packs, module)
-        self.kernel_modules: list[tuple[str, ir.Module, Node]] = []
+        self.kernel_modules: list[tuple[str, llvm.ModuleRef, Node]] = []
         self.scratch_per_thread = 0
 
     # values -> where they live
@@ -243,7 +243,7 @@ class _Builder:
             self.blob.append(BlobEntry(name, self.blob_bytes, nbytes))
             self.blob_bytes = _aligned(self.blob_bytes + nbytes)
 
-    def build(self) -> tuple[ir.Module, list[tuple[str, ir.Module, Node]], Layout]:
+    def build(self) -> tuple[ir.Module, list[tuple[str, llvm.ModuleRef, Node]], Layout]:
         self._plan()
         g = self.graph
         # split nodes; the temporaries of a split node live only while it runs, so every node's temporaries share
@@ -341,6 +341,7 @@ class _Builder:
         kmod.triple = self.target.triple
         fty = ir.FunctionType(VOID, [I8P.as_pointer(), I8P, I64, I64, I64])
         fn = ir.Function(kmod, fty, name=name)
+        fn.attributes.add("noinline")  # one call per layer: inlining them all into the entry only slows LLVM down
         table, scratch, N, tid, nthr = fn.args
         for a, nm in zip(fn.args, ("tensors", "scratch", "N", "tid", "nthreads")):
             a.name = nm
@@ -375,10 +376,10 @@ class _Builder:
             raise
         except Exception as e:  # noqa: BLE001 - a bug in an emitter: name the layer
             raise CodegenError(f"{_where(node)}: code generation failed: {type(e).__name__}: {e}") from e
-        _verify(kmod, node)
+        parsed = _verify(kmod, node)
         self.scratch_per_thread = max(self.scratch_per_thread, kc.thread_scratch_bytes)
         self.kernels[key] = (name, list(kc.packs))
-        self.kernel_modules.append((name, kmod, node))
+        self.kernel_modules.append((name, parsed, node))
         return self.kernels[key]
 
     def _barrier(self, mod: ir.Module) -> ir.Function:
@@ -419,18 +420,20 @@ def _ident(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "._" else "_" for ch in name)[:60]
 
 
-def _verify(kmod: ir.Module, node: Node) -> None:
-    """Parse and verify one kernel's module; an invalid one becomes a CodegenError naming the layer."""
+def _verify(kmod: ir.Module, node: Node) -> llvm.ModuleRef:
+    """Parse and verify one kernel's module (returned parsed); an invalid one becomes a CodegenError naming the
+    layer."""
     try:
         m = llvm.parse_assembly(str(kmod))
         m.verify()
+        return m
     except RuntimeError as e:
         raise CodegenError(f"{_where(node)}: the generated LLVM IR is invalid: {str(e).strip()[:2000]}") from None
 
 
 def build_module(graph: Graph, weights: dict[str, np.ndarray], dtype: str, target: Target, symbol: str
-                 ) -> tuple[str, list[tuple[str, ir.Module, Node]], Layout]:
-    """The entry module's IR text, the verified kernel modules and the layout."""
+                 ) -> tuple[str, list[tuple[str, llvm.ModuleRef, Node]], Layout]:
+    """The entry module's IR text, the verified (parsed) kernel modules and the layout."""
     if dtype not in FLOAT_TYPES:
         raise GraphconvError(f"the llvm backend runs in {' or '.join(FLOAT_TYPES)}, not {dtype!r}")
     mod, kernels, layout = _Builder(graph, weights, dtype, target, symbol).build()

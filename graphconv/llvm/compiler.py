@@ -112,8 +112,8 @@ def compile_graph(graph: Graph, weights: dict, *, dtype: str = "float32", target
     timings["codegen"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     main = llvm.parse_assembly(entry_ir)
-    for name, kmod, node in kernels:
-        main.link_in(llvm.parse_assembly(str(kmod)))
+    for name, parsed, node in kernels:
+        main.link_in(parsed)  # verified when it was built
     for f in main.functions:
         if f.name.startswith(f"{symbol}_k") and not f.is_declaration:
             f.linkage = "internal"

@@ -123,6 +123,8 @@ class LLVMModel(Model):
         if missing:
             raise GraphconvError(f"this machine lacks {', '.join(missing)}, which code for {self.target.cpu} uses: it "
                                  "cannot run here (compile it with --target llvm-aot for the machine that has them)")
+        # the optimizer folds in float64 and stores in the weights' precision: give it the build's
+        net = Network(net.graph, {k: np.asarray(v).astype(dtype, copy=False) for k, v in net.weights.items()})
         optimized, self.pass_log = optimize(net, opt_level, target="llvm")
         self.optimized = optimized
         self.compiled: Compiled = compile_graph(optimized.graph, optimized.weights, dtype=dtype, target=self.target,

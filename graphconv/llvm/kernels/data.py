@@ -17,15 +17,11 @@ from typing import Callable
 from llvmlite import ir
 
 from ..builder import I32, KB, Index
-from ..kernel import KernelContext, Tensor, Unsupported, kernel
-from .elementwise import flat_loop
+from ..kernel import KernelContext, Unsupported, kernel
+from .elementwise import flat_loop, inner_loop as _inner_loop
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------
-
-def _pow2_floor(n: int) -> int:
-    return 1 << (int(n).bit_length() - 1) if n >= 1 else 0
-
 
 def transpose_tile(kb: KB, rows: list[ir.Value]) -> list[ir.Value]:
     """Transpose an L×L tile held as L vectors of L lanes (L a power of two): returns the L columns.
@@ -50,11 +46,19 @@ def transpose_tile(kb: KB, rows: list[ir.Value]) -> list[ir.Value]:
     return rows
 
 
-def _tile_lanes(kb: KB, *dims: int) -> int:
-    """The tile size for transposing matrices with these dimensions: a power of two, at most the vector width and
-    the smallest dimension; 1 means element by element."""
-    lanes = min(kb.vw, _pow2_floor(min(dims)))
-    return lanes if lanes >= 2 else 1
+def _tile_lanes(kb: KB, A: int, B: int) -> int:
+    """The tile size for transposing A×B matrices: a power of two from 2 to the vector width (and at most A and B)
+    with the least estimated work, an element of an L×L tile costing (2 + log2 L)/L instructions (L loads, L·log2 L
+    shuffles, L stores) and one of a partial tile about 3; 1 means element by element."""
+    best, best_cost = 1, 3.0 * A * B
+    lanes = 2
+    while lanes <= min(kb.vw, A, B):
+        full = (A // lanes) * (B // lanes) * lanes * lanes
+        cost = full * (2 + math.log2(lanes)) / lanes + 3.0 * (A * B - full)
+        if cost < best_cost:
+            best, best_cost = lanes, cost
+        lanes *= 2
+    return best
 
 
 def batched_transpose(kc: KernelContext, src: ir.Value, dst: ir.Value, R: Index, A: int, B: int, *,
@@ -106,19 +110,34 @@ def batched_transpose(kc: KernelContext, src: ir.Value, dst: ir.Value, R: Index,
 
 
 def _copy(kb: KB, src: ir.Value, s0: Index, dst: ir.Value, d0: Index, n: Index) -> None:
-    """dst[d0:d0+n] = src[s0:s0+n] in vectors then a scalar tail (this thread only)."""
+    """dst[d0:d0+n] = src[s0:s0+n] in vectors (this thread only; the two ranges must not overlap). A tail shorter
+    than a vector is one more vector ending at n (overlapping the last full one, rewriting the same values) when n
+    is at least a vector, else single elements."""
     vw = kb.vw
-    if isinstance(n, int) and n < vw:
-        for k in range(n):
-            kb.store(kb.load(src, kb.add(s0, k)), dst, kb.add(d0, k))
+    if isinstance(n, int):
+        nvec, tail = divmod(n, vw)
+        with kb.loop(0, nvec, name="cv") as v:
+            off = kb.mul(v, vw)
+            kb.vstore(kb.vload(src, kb.add(s0, off)), dst, kb.add(d0, off))
+        if tail and nvec:
+            kb.vstore(kb.vload(src, kb.add(s0, n - vw)), dst, kb.add(d0, n - vw))
+        elif tail:
+            for k in range(n):
+                kb.store(kb.load(src, kb.add(s0, k)), dst, kb.add(d0, k))
         return
     nvec = kb.div(n, vw)
     with kb.loop(0, nvec, name="cv") as v:
         off = kb.mul(v, vw)
         kb.vstore(kb.vload(src, kb.add(s0, off)), dst, kb.add(d0, off))
-    if not (isinstance(n, int) and n % vw == 0):
-        with kb.loop(kb.mul(nvec, vw), n, name="ct") as t:
-            kb.store(kb.load(src, kb.add(s0, t)), dst, kb.add(d0, t))
+    tail = kb.sub(n, kb.mul(nvec, vw))
+    with kb.if_(kb.icmp(">", tail, 0)):
+        with kb.if_else(kb.icmp(">", nvec, 0)) as (then, otherwise):
+            with then:
+                off = kb.sub(n, vw)
+                kb.vstore(kb.vload(src, kb.add(s0, off)), dst, kb.add(d0, off))
+            with otherwise:
+                with kb.loop(0, n, name="ct") as t:
+                    kb.store(kb.load(src, kb.add(s0, t)), dst, kb.add(d0, t))
 
 
 # -- layout conversions ------------------------------------------------------------------------------------------
@@ -240,10 +259,9 @@ def emit_slice(kc: KernelContext) -> None:
     a = kc.attrs
     axis = a["axis"] % x.rank
     size = int(x.dims[axis])
-    start, step = a["start"], a["step"]
+    step = a["step"]
     length = int(y.dims[axis])
-    if start is None or not 0 <= start < size or not 0 <= start + (length - 1) * step < size:
-        start, _, _ = slice(a["start"], a["end"], step).indices(size)  # unresolved attributes: resolve them
+    start = slice(a["start"], a["end"], step).indices(size)[0]  # resolved attributes resolve to themselves
     outer = kb.mul(*x.dims[:axis])
     inner = math.prod(int(d) for d in x.dims[axis + 1:])
     if step == 1:
@@ -305,7 +323,6 @@ def emit_pad(kc: KernelContext) -> None:
                     _fill(kb, value, y.ptr, kb.add(ybase, left + w), right)
                 with otherwise:
                     _fill(kb, value, y.ptr, ybase, ow)
-            continue_ = None  # noqa: F841 - (for symmetry with the other modes)
         else:
             xbase = kb.mul(kb.add(kb.mul(nc, h), _source_index(kb, ih, h, mode)), w)
             if left:
@@ -323,7 +340,7 @@ def emit_pad(kc: KernelContext) -> None:
 
 def _simplify_perm(dims: list[Index], perm: list[int]) -> tuple[list[Index], list[int]]:
     """The same permutation over fewer axes: axes of size 1 dropped, runs of input axes that stay adjacent (in
-    order) merged. Returns the merged input dims and the permutation of them."""
+    order) merged. Returns the merged input dims and the permutation of them (dims are Python ints here)."""
     keep = [k for k in range(len(dims)) if not (isinstance(dims[k], int) and dims[k] == 1)]
     if not keep:
         return [1], [0]
@@ -337,15 +354,7 @@ def _simplify_perm(dims: list[Index], perm: list[int]) -> tuple[list[Index], lis
         else:
             groups.append([p])
     order = sorted(range(len(groups)), key=lambda g: groups[g][0])  # merged input axes in input order
-    mdims = []
-    for g in order:
-        d: Index = 1
-        for k in groups[g]:
-            d = kdims[k] if isinstance(d, int) and d == 1 else (d * kdims[k] if isinstance(d, int) and
-                                                                 isinstance(kdims[k], int) else None)
-            if d is None:
-                raise Unsupported("transpose merging the batch dimension")  # not reached: see below
-        mdims.append(d)
+    mdims: list[Index] = [math.prod(int(kdims[k]) for k in groups[g]) for g in order]
     mperm = [order.index(g) for g in range(len(groups))]
     return mdims, mperm
 
@@ -363,11 +372,10 @@ def emit_transpose(kc: KernelContext) -> None:
     lead = 1
     while lead < len(perm) and perm[lead] == lead:
         lead += 1
-    n_lead = kb.mul(*dims[:lead]) if lead else 1
-    sdims: list[Index] = [0 if not isinstance(n_lead, int) else n_lead] + [int(d) for d in dims[lead:]]
+    n_lead = kb.mul(*dims[:lead])
+    # the runtime size of the leading axes stands as 2 (a size > 1 that is not dropped) while simplifying
+    sdims: list[Index] = [n_lead if isinstance(n_lead, int) else 2] + [int(d) for d in dims[lead:]]
     sperm = [0] + [p - lead + 1 for p in perm[lead:]]
-    if not isinstance(n_lead, int):
-        sdims[0] = 2  # a placeholder of size > 1 for the runtime leading axes
     mdims, mperm = _simplify_perm(sdims, sperm)
     # put the runtime size back in the merged axis that holds the placeholder (always the first one)
     if not isinstance(n_lead, int):
@@ -411,3 +419,116 @@ def emit_transpose(kc: KernelContext) -> None:
     batched_transpose(kc, x.ptr, y.ptr, kb.mul(*rdims) if rdims else 1, A, B,
                       src_base=lambda r: bases(r)[0], dst_base=lambda r: bases(r)[1],
                       src_row=in_strides[p], dst_row=out_strides[q])
+
+
+# -- upsample ----------------------------------------------------------------------------------------------------
+
+def const_table(kb: KB, name: str, ty: ir.Type, values) -> ir.Value:
+    """A constant global array in the kernel's module (named after the kernel, so linked modules never clash);
+    returns a pointer to its first element."""
+    values = list(values)
+    aty = ir.ArrayType(ty, len(values))
+    g = ir.GlobalVariable(kb.module, aty, name=f"{kb.function.name}.{name}")
+    g.linkage = "internal"
+    g.global_constant = True
+    g.initializer = ir.Constant(aty, [ir.Constant(ty, int(v) if isinstance(ty, ir.IntType) else float(v))
+                                      for v in values])
+    return kb.b.gep(g, [ir.Constant(I32, 0), ir.Constant(I32, 0)], inbounds=True)
+
+
+def _load_index(kb: KB, table: ir.Value, i: Index) -> ir.Value:
+    return kb.b.sext(kb.load(table, i), ir.IntType(64))
+
+
+def _nearest_row(kb: KB, x: ir.Value, xb: Index, w: int, y: ir.Value, yb: Index, ow: int,
+                 cols: ir.Value | None) -> None:
+    """One output row of nearest upsampling from the input row at xb: an integer factor by shuffles, any other
+    ratio through the column table."""
+    vw = kb.vw
+    if ow % w == 0:
+        sw = ow // w
+        if sw == 1:
+            _copy(kb, x, xb, y, yb, w)
+            return
+        if sw <= vw and vw % sw == 0:  # vw/sw inputs -> one vector of vw outputs
+            k = vw // sw
+            mask = ir.Constant(ir.VectorType(I32, vw), [i // sw for i in range(vw)])
+            nvec = w // k
+            with kb.loop(0, nvec, name="uv") as v:
+                src = kb.vload(x, kb.add(xb, kb.mul(v, k)), k)
+                kb.vstore(kb.b.shuffle_vector(src, src, mask), y, kb.add(yb, kb.mul(v, vw)))
+            start = nvec * k
+        else:
+            start = 0
+        with kb.loop(start, w, name="ue") as iw:
+            kb.vstore(kb.splat(kb.load(x, kb.add(xb, iw)), sw), y, kb.add(yb, kb.mul(iw, sw)))
+        return
+    with kb.loop(0, ow, name="uo") as o:
+        kb.store(kb.load(x, kb.add(xb, _load_index(kb, cols, o))), y, kb.add(yb, o))
+
+
+@kernel("upsample")
+def emit_upsample(kc: KernelContext) -> None:
+    """nearest: out[i, j] = x[i·H/OH, j·W/OW] (floors); whole output rows, the rows of an integer factor copied
+    from the first. bilinear: per output row, the two input rows blended into a workspace row (vectorized), then
+    each output pixel from two of its pixels; indices and weights are tables computed as the reference does."""
+    from ...ops.resize import _linear, _nearest
+
+    _no_block(kc)
+    kb, x, y = kc.kb, kc.inputs[0], kc.out
+    a = kc.attrs
+    n, c, h, w = x.dims
+    oh, ow = int(y.dims[2]), int(y.dims[3])
+    i32 = I32
+    if a["mode"] == "nearest":
+        cols = None if ow % w == 0 else const_table(kb, "cols", i32, _nearest(w, ow))
+        if oh % h == 0:  # each input row makes sh output rows: compute the first, copy it to the others
+            sh = oh // h
+            lo, hi = kc.split(kb.mul(n, c, h))
+            with kb.loop(lo, hi, name="r") as r:
+                yb = kb.mul(r, sh * ow)
+                _nearest_row(kb, x.ptr, kb.mul(r, w), w, y.ptr, yb, ow, cols)
+                for k in range(1, sh):
+                    _copy(kb, y.ptr, yb, y.ptr, kb.add(yb, k * ow), ow)
+            return
+        rows = const_table(kb, "rows", i32, _nearest(h, oh))
+        lo, hi = kc.split(kb.mul(n, c, oh))
+        with kb.loop(lo, hi, name="r") as r:
+            nc, o = kb.div(r, oh), kb.rem(r, oh)
+            xb = kb.mul(kb.add(kb.mul(nc, h), _load_index(kb, rows, o)), w)
+            _nearest_row(kb, x.ptr, xb, w, y.ptr, kb.mul(r, ow), ow, cols)
+        return
+    if a["mode"] != "bilinear":
+        raise Unsupported(f"upsample mode {a['mode']!r}")
+    r0, r1, fr = _linear(h, oh, a["align_corners"])
+    c0, c1, fc = _linear(w, ow, a["align_corners"])
+    t_r0, t_r1 = const_table(kb, "r0", i32, r0), const_table(kb, "r1", i32, r1)
+    t_fr, t_gr = const_table(kb, "fr", kb.ft, fr), const_table(kb, "gr", kb.ft, 1 - fr)
+    t_c0, t_c1 = const_table(kb, "c0", i32, c0), const_table(kb, "c1", i32, c1)
+    t_fc, t_gc = const_table(kb, "fc", kb.ft, fc), const_table(kb, "gc", kb.ft, 1 - fc)
+    tmp = kc.thread_scratch(w * kb.ft_bytes)
+    lo, hi = kc.split(kb.mul(n, c, oh))
+    with kb.loop(lo, hi, name="r") as r:
+        nc, o = kb.div(r, oh), kb.rem(r, oh)
+        plane = kb.mul(nc, h * w)
+        xa = kb.add(plane, kb.mul(_load_index(kb, t_r0, o), w))
+        xc = kb.add(plane, kb.mul(_load_index(kb, t_r1, o), w))
+        fa, fb = kb.load(t_gr, o), kb.load(t_fr, o)  # weights of row r0 (1 - fr) and of row r1 (fr)
+        va, vb = kb.splat(fa), kb.splat(fb)
+
+        def blend(i, lanes):
+            if lanes:
+                v = kb.fadd(kb.fmul(kb.vload(x.ptr, kb.add(xa, i), lanes), va),
+                            kb.fmul(kb.vload(x.ptr, kb.add(xc, i), lanes), vb))
+                kb.vstore(v, tmp, i)
+            else:
+                v = kb.fadd(kb.fmul(kb.load(x.ptr, kb.add(xa, i)), fa), kb.fmul(kb.load(x.ptr, kb.add(xc, i)), fb))
+                kb.store(v, tmp, i)
+
+        _inner_loop(kb, w, blend)
+        yb = kb.mul(r, ow)
+        with kb.loop(0, ow, name="j") as j:
+            left = kb.load(tmp, _load_index(kb, t_c0, j))
+            rgt = kb.load(tmp, _load_index(kb, t_c1, j))
+            v = kb.fadd(kb.fmul(left, kb.load(t_gc, j)), kb.fmul(rgt, kb.load(t_fc, j)))
+            kb.store(v, y.ptr, kb.add(yb, j))
