@@ -43,6 +43,7 @@ from .kernel import KERNELS, CodegenError, KernelContext, Tensor, Unsupported, d
 from .target import Target
 
 ALIGN = 64
+BARRIER_SPINS = 20000  # pause rounds (~10-40 µs) before a waiting thread starts yielding its core
 
 __all__ = ["Layout", "build_module", "symbol_name"]
 
@@ -402,6 +403,10 @@ class _Builder:
                 b.store_atomic(ir.Constant(I64, 0), count, "monotonic", 8)
                 b.atomic_rmw("add", gen, one, "release")
             with otherwise:
+                # spin (with the CPU's pause hint) while the others are about to arrive; after SPINS rounds give
+                # the core away on every round, so a thread waiting for a time slice is not starved by us
+                spins = b.alloca(I64)
+                b.store(ir.Constant(I64, 0), spins)
                 spin = b.append_basic_block("spin")
                 out = b.append_basic_block("out")
                 b.branch(spin)
@@ -409,6 +414,12 @@ class _Builder:
                 if self.target.is_x86:
                     pause = ir.Function(mod, ir.FunctionType(VOID, []), name="llvm.x86.sse2.pause")
                     b.call(pause, [])
+                k = b.add(b.load(spins), one)
+                b.store(k, spins)
+                with b.if_then(b.icmp_signed(">", k, ir.Constant(I64, BARRIER_SPINS)), likely=False):
+                    yield_fn = mod.globals.get("sched_yield") or ir.Function(
+                        mod, ir.FunctionType(ir.IntType(32), []), name="sched_yield")
+                    b.call(yield_fn, [])
                 g1 = b.load_atomic(gen, "acquire", 8)
                 b.cbranch(b.icmp_signed("==", g1, g0), spin, out)
                 b.position_at_end(out)

@@ -3,7 +3,7 @@ LLVM's O3 pipeline for the target CPU, emit an object; load that object into an 
 
 Compiled objects are cached on disk, keyed by everything the code depends on: the optimized IR (without the weight
 values: they live in the blob, not the code), the float type, the target CPU and features, LLVM's optimization
-level, and the graphconv and llvmlite versions. The cache lives in $GRAPHCONV_CACHE_DIR, else
+level, the graphconv and llvmlite versions and the code generator's own source. The cache lives in $GRAPHCONV_CACHE_DIR, else
 $XDG_CACHE_HOME/graphconv, else ~/.cache/graphconv; each entry is `<key>.o` plus `<key>.json` (the layout), written
 atomically. An unreadable or inconsistent entry is ignored and rebuilt.
 """
@@ -54,9 +54,26 @@ def cache_dir() -> Path:
     return Path(xdg) / "graphconv" if xdg else Path.home() / ".cache" / "graphconv"
 
 
+_SOURCE_HASH: str | None = None
+
+
+def _source_hash() -> str:
+    """A hash of the code generator's own source (graphconv/llvm and the op definitions it reads): editing a kernel
+    must not serve code compiled by the old one."""
+    global _SOURCE_HASH
+    if _SOURCE_HASH is None:
+        root = Path(__file__).resolve().parent
+        h = hashlib.sha256()
+        for path in sorted([*root.rglob("*.py"), *(root.parent / "ops").rglob("*.py")]):
+            h.update(path.name.encode("utf-8"))
+            h.update(path.read_bytes())
+        _SOURCE_HASH = h.hexdigest()
+    return _SOURCE_HASH
+
+
 def cache_key(graph: Graph, dtype: str, target: Target, llvm_opt: int, symbol: str) -> str:
     h = hashlib.sha256()
-    for part in (f"graphconv {__version__} cache {CACHE_FORMAT}", f"llvmlite {llvmlite.__version__}",
+    for part in (f"graphconv {__version__} cache {CACHE_FORMAT}", _source_hash(), f"llvmlite {llvmlite.__version__}",
                  target.triple, target.cpu, target.features, dtype, str(llvm_opt), symbol, dumps(graph)):
         h.update(part.encode("utf-8"))
         h.update(b"\0")

@@ -6,8 +6,10 @@ for 205 MB of multiply-adds), so the kernel reads each weight row once, front to
 products accumulating in vector registers and reduced with one horizontal sum at the end. For a batch, the samples
 go in groups of up to `GROUP`: one pass over a block of weight rows serves the whole group (rows × samples
 accumulators), so weights come from memory once per group instead of once per sample (the next group finds the
-block in L2). Threads take contiguous ranges of row blocks. The weight stays as stored ([units, F], row-major):
-rows are already the order the kernel reads, so re-packing would buy nothing.
+block in L2). Threads take contiguous ranges of row blocks. The weight stays as stored ([units, F], row-major): rows
+are already the order the kernel reads. (Measured and dropped on znver4: software prefetching of the weight rows, and
+splitting F into chunks so a batch's inputs stay in L1/L2 across many rows, which breaks the weight stream into
+short segments and ran slower at every chunk size tried, 512 to 8192.)
 
 F need not be a multiple of the vector width: the last F mod vw elements are summed with narrower vectors (8, 4, 2
 lanes) and a final scalar, all with static sizes.
@@ -141,13 +143,13 @@ def emit_dense(kc: KernelContext) -> None:
                 kb.store(kc.epilogue(v, idx), y.ptr, idx)
 
     def rows(row0: Index, nrows: int) -> None:
-        """A block of rows for every sample: whole groups, then a group of 2 and a single sample as needed."""
+        """A block of rows for every sample: whole groups, then a pair and a single sample as needed."""
         groups = kb.div(n, GROUP)
         with kb.loop(0, groups, name="g") as g:
             block(row0, nrows, kb.mul(g, GROUP), GROUP)
         done = kb.mul(groups, GROUP)
         left = kb.sub(n, done)
-        if isinstance(left, int):
+        if isinstance(left, int):  # a static batch
             if left >= 2:
                 block(row0, nrows, done, 2)
             if left % 2:
