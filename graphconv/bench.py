@@ -72,7 +72,8 @@ def _time_pair(fa, fb, min_time: float, warmup: int = 3) -> tuple[list[float], l
     return ta, tb
 
 
-def bench_model(model: str, batch: int, threads: int, min_time: float, opt_level: int = 3) -> Row:
+def bench_model(model: str, batch: int, threads: int, min_time: float, opt_level: int = 3,
+                profile: int = 0) -> Row:
     import onnxruntime as ort
 
     import graphconv
@@ -101,6 +102,12 @@ def bench_model(model: str, batch: int, threads: int, min_time: float, opt_level
     ta, tb = _time_pair(lambda: gc_model.run(xs), lambda: sess.run(None, xs), min_time)
     gc_ms = statistics.median(ta) * 1e3
     ort_ms = statistics.median(tb) * 1e3
+    if profile:
+        layers = gc_model.profile(xs)
+        total = sum(ms for _, ms in layers)
+        print(f"  {model} batch {batch}: {len(layers)} layers, {total:.3f} ms in layers; slowest:")
+        for name, ms in sorted(layers, key=lambda t: -t[1])[:profile]:
+            print(f"    {ms:8.3f} ms {100 * ms / total:5.1f}%  {name}")
     lay = gc_model.layout
     memory = lay.blob_bytes + lay.arena_bytes(batch, threads) + sum(a.nbytes for a in ours.values())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -135,6 +142,8 @@ def add_arguments(p) -> None:
     p.add_argument("-O", dest="opt_level", type=int, default=3, choices=(0, 1, 2, 3), metavar="LEVEL",
                    help="graphconv's optimization level (default 3)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument("--profile", type=int, default=0, metavar="K",
+                   help="also print graphconv's K slowest layers per row (from a build that times each layer)")
 
 
 def run(args) -> int:
@@ -142,7 +151,7 @@ def run(args) -> int:
     rows = []
     for model in args.models or ZOO:
         for b in batches:
-            row = bench_model(model, b, args.threads, args.min_time, args.opt_level)
+            row = bench_model(model, b, args.threads, args.min_time, args.opt_level, args.profile)
             rows.append(row)
             if not args.json:
                 print(format_table([row]).splitlines()[-1] if len(rows) > 1 else format_table([row]), flush=True)

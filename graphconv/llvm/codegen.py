@@ -81,6 +81,7 @@ class Layout:
     symbols: list[str]  # the graph's symbolic dimension names (at most one)
     kernels: int = 0
     layers: int = 0
+    layer_names: list[str] = field(default_factory=list)  # profiling builds: what each timed step is
 
     def arena_bytes(self, batch: int, threads: int) -> int:
         return self.arena_per_sample * batch + self.scratch_per_thread * threads
@@ -90,7 +91,7 @@ class Layout:
                 "output_slots": self.output_slots, "arena_per_sample": self.arena_per_sample,
                 "scratch_per_thread": self.scratch_per_thread, "blob": [e.to_json() for e in self.blob],
                 "blob_bytes": self.blob_bytes, "symbols": self.symbols, "kernels": self.kernels,
-                "layers": self.layers}
+                "layers": self.layers, "layer_names": self.layer_names}
 
     @classmethod
     def from_json(cls, d: dict) -> "Layout":
@@ -189,7 +190,9 @@ def _split(node: Node) -> list[Node]:
 # -- the module ---------------------------------------------------------------------------------------------------
 
 class _Builder:
-    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], dtype: str, target: Target, symbol: str):
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], dtype: str, target: Target, symbol: str,
+                 profile: bool = False):
+        self.profile = profile
         self.graph = graph
         self.weights = weights
         self.dtype = dtype
@@ -290,6 +293,8 @@ class _Builder:
         workspace = b.gep(arena, [b.add(b.mul(kb.i64(arena_per_sample), N), b.mul(tid, kb.i64(per_thread)))],
                           inbounds=True)
         kty = ir.FunctionType(VOID, [I8P.as_pointer(), I8P, I64, I64, I64])
+        stamp = self._profiler(mod, b, tid, len(steps))
+        stamp(len(steps))
         for k, (node, (name, packs)) in enumerate(zip(steps, kernels)):
             ptrs = [value_ptr(v) for v in node.inputs] + [value_ptr(node.output)]
             ptrs += [value_ptr(v) for v in node.params.values()]
@@ -301,6 +306,7 @@ class _Builder:
             callee = mod.globals.get(name) or ir.Function(mod, kty, name=name)
             b.call(callee, [b.bitcast(table, I8P.as_pointer()), workspace, N, tid, nthr])
             b.call(barrier, [bar, nthr])
+            stamp(k)
         b.ret_void()
         layout = Layout(
             symbol=self.symbol, dtype=self.dtype,
@@ -309,8 +315,22 @@ class _Builder:
             output_slots=self.output_slots,
             arena_per_sample=arena_per_sample, scratch_per_thread=per_thread,
             blob=self.blob, blob_bytes=self.blob_bytes, symbols=self.symbols,
-            kernels=len(self.kernels), layers=len(steps))
+            kernels=len(self.kernels), layers=len(steps),
+            layer_names=[f"{n.name} ({n.op})" for n in steps] if self.profile else [])
         return mod, self.kernel_modules, layout
+
+    def _profiler(self, mod: ir.Module, b: ir.IRBuilder, tid: ir.Value, layers: int):
+        """stamp(k): with profiling, thread 0 writes the cycle counter into slot k of `<symbol>_profile`."""
+        if not self.profile:
+            return lambda k: None
+        arr = ir.GlobalVariable(mod, ir.ArrayType(I64, layers + 1), name=f"{self.symbol}_profile")
+        arr.initializer = ir.Constant(ir.ArrayType(I64, layers + 1), None)
+        counter = ir.Function(mod, ir.FunctionType(I64, []), name="llvm.readcyclecounter")
+
+        def stamp(k: int) -> None:
+            with b.if_then(b.icmp_signed("==", tid, ir.Constant(I64, 0))):
+                b.store(b.call(counter, []), b.gep(arr, [ir.Constant(I64, 0), ir.Constant(I64, k)]))
+        return stamp
 
     def _packed(self, node: Node, role: str, packer: str, args: dict) -> int:
         from .kernel import PACKERS
@@ -442,10 +462,12 @@ def _verify(kmod: ir.Module, node: Node) -> llvm.ModuleRef:
         raise CodegenError(f"{_where(node)}: the generated LLVM IR is invalid: {str(e).strip()[:2000]}") from None
 
 
-def build_module(graph: Graph, weights: dict[str, np.ndarray], dtype: str, target: Target, symbol: str
-                 ) -> tuple[str, list[tuple[str, llvm.ModuleRef, Node]], Layout]:
-    """The entry module's IR text, the verified (parsed) kernel modules and the layout."""
+def build_module(graph: Graph, weights: dict[str, np.ndarray], dtype: str, target: Target, symbol: str, *,
+                 profile: bool = False) -> tuple[str, list[tuple[str, llvm.ModuleRef, Node]], Layout]:
+    """The entry module's IR text, the verified (parsed) kernel modules and the layout. With `profile`, thread 0
+    stores the CPU's cycle counter after each layer in the global `<symbol>_profile` (one i64 per layer, then one
+    at the start)."""
     if dtype not in FLOAT_TYPES:
         raise GraphconvError(f"the llvm backend runs in {' or '.join(FLOAT_TYPES)}, not {dtype!r}")
-    mod, kernels, layout = _Builder(graph, weights, dtype, target, symbol).build()
+    mod, kernels, layout = _Builder(graph, weights, dtype, target, symbol, profile).build()
     return str(mod), kernels, layout

@@ -112,20 +112,20 @@ def _write_cache(key: str, obj: bytes, layout: Layout) -> None:
 
 def compile_graph(graph: Graph, weights: dict, *, dtype: str = "float32", target: Target | None = None,
                   llvm_opt: int = 3, use_cache: bool = True, aot: bool = False, symbol: str | None = None,
-                  keep_ir: bool = False) -> Compiled:
+                  keep_ir: bool = False, profile: bool = False) -> Compiled:
     """Compile an optimized graph (weights are needed for kernels that re-pack them: their sizes). `aot` makes a
     position-independent object for a C program (never cached)."""
     init_llvm()
     target = target or Target.host()
     symbol = symbol or symbol_name(graph.name)
-    key = cache_key(graph, dtype, target, llvm_opt, symbol)
+    key = cache_key(graph, dtype, target, llvm_opt, symbol + (" profile" if profile else ""))
     if use_cache and not aot and not keep_ir:
         hit = _read_cache(key)
         if hit is not None:
             return Compiled(hit[0], hit[1], key, cached=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    entry_ir, kernels, layout = build_module(graph, weights, dtype, target, symbol)
+    entry_ir, kernels, layout = build_module(graph, weights, dtype, target, symbol, profile=profile)
     timings["codegen"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     main = llvm.parse_assembly(entry_ir)
