@@ -431,15 +431,20 @@ def cmd_compile(args) -> int:
     if native:
         return _compile_native(args, net)
     if args.output:
-        from .ir.serialize import dumps
-        from .weights import save_weights
-
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(dumps(net.graph))
-        weights_path = os.path.splitext(args.output)[0] + ".npz"
-        save_weights(weights_path, net.weights)
-        print(f"wrote {args.output} and {weights_path}")
+        _write_optimized(args.output, net)
     return EXIT_OK
+
+
+def _write_optimized(path: str, net) -> None:
+    """The optimized graph as JSON at `path` and its weights next to it (.npz)."""
+    from .ir.serialize import dumps
+    from .weights import save_weights
+
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(dumps(net.graph))
+    weights_path = os.path.splitext(path)[0] + ".npz"
+    save_weights(weights_path, net.weights)
+    print(f"wrote {path} and {weights_path}")
 
 
 def _compile_native(args, net) -> int:
@@ -475,14 +480,7 @@ def _compile_native(args, net) -> int:
             fh.write(compiled.llvm_ir or "")
         print(f"wrote {args.emit_llvm}")
     if args.output:
-        from .ir.serialize import dumps
-        from .weights import save_weights
-
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(dumps(net.graph))
-        weights_path = os.path.splitext(args.output)[0] + ".npz"
-        save_weights(weights_path, net.weights)
-        print(f"wrote {args.output} and {weights_path}")
+        _write_optimized(args.output, net)
     return EXIT_OK
 
 

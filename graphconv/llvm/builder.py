@@ -15,7 +15,7 @@ short. Every value an op works on is either a scalar of the element type or a ve
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from llvmlite import ir
 
@@ -161,13 +161,8 @@ class KB:
         return out
 
     # -- control flow ------------------------------------------------------------------------------------------
-    @contextmanager
-    def loop(self, start: Index, stop: Index, step: int = 1, name: str = "i") -> Iterator[Index]:
-        """for (i = start; i < stop; i += step). A loop of exactly one iteration known in Python yields the
-        constant start and emits no loop."""
-        if isinstance(start, int) and isinstance(stop, int) and stop - start <= step and stop > start:
-            yield start
-            return
+    def _loop_head(self, start: Index, stop: Index, inits: Sequence[ir.Value], name: str):
+        """The blocks of `for (i = start; i < stop; i++)` carrying `inits`; leaves the builder in the body."""
         b = self.b
         pre = b.block
         head = b.append_basic_block(f"{name}.head")
@@ -177,13 +172,48 @@ class KB:
         b.position_at_end(head)
         i = b.phi(I64, name=name)
         i.add_incoming(self.i64(start), pre)
+        phis = []
+        for k, v in enumerate(inits):
+            p = b.phi(v.type, name=f"{name}.c{k}")
+            p.add_incoming(v, pre)
+            phis.append(p)
         b.cbranch(b.icmp_signed("<", i, self.i64(stop)), body, done)
         b.position_at_end(body)
-        yield i
-        nxt = b.add(i, self.i64(step), name=f"{name}.next")
-        i.add_incoming(nxt, b.block)
+        return i, phis, head, done
+
+    def _loop_back(self, i, step: int, phis, values, head, done, name: str) -> None:
+        b = self.b
+        end = b.block
+        i.add_incoming(b.add(i, self.i64(step), name=f"{name}.next"), end)
+        for p, v in zip(phis, values):
+            p.add_incoming(v, end)
         b.branch(head)
         b.position_at_end(done)
+
+    @contextmanager
+    def loop(self, start: Index, stop: Index, step: int = 1, name: str = "i") -> Iterator[Index]:
+        """for (i = start; i < stop; i += step). A loop of exactly one iteration known in Python yields the
+        constant start and emits no loop."""
+        if isinstance(start, int) and isinstance(stop, int) and stop - start <= step and stop > start:
+            yield start
+            return
+        i, _, head, done = self._loop_head(start, stop, (), name)
+        yield i
+        self._loop_back(i, step, (), (), head, done, name)
+
+    def carried_loop(self, start: Index, stop: Index, inits: Sequence[ir.Value],
+                     body: Callable[[Index, list[ir.Value]], list[ir.Value]], name: str = "i") -> list[ir.Value]:
+        """for (i = start; i < stop; i++) vals = body(i, vals), the values carried in registers (phis); returns
+        the values after the loop. A loop Python knows runs at most once is unrolled or skipped."""
+        if isinstance(start, int) and isinstance(stop, int):
+            if stop <= start:
+                return list(inits)
+            if stop - start == 1:
+                return list(body(start, list(inits)))
+        i, phis, head, done = self._loop_head(start, stop, inits, name)
+        out = list(body(i, list(phis)))
+        self._loop_back(i, 1, phis, out, head, done, name)
+        return list(phis)
 
     def unrolled(self, start: int, stop: int, step: int = 1) -> range:
         """A loop unrolled in Python (static bounds): the body is emitted once per iteration."""
@@ -215,6 +245,17 @@ class KB:
         vt = self.vtype(lanes)
         p = self.b.bitcast(self.ptr(base, index), vt.as_pointer())
         return self.b.load(p, align=self.ft_bytes)
+
+    def load_n(self, base: ir.Value, index: Index, lanes: int | None) -> ir.Value:
+        """`lanes` elements as a vector, or one scalar when lanes is None."""
+        return self.vload(base, index, lanes) if lanes else self.load(base, index)
+
+    def store_n(self, value: ir.Value, base: ir.Value, index: Index, lanes: int | None) -> None:
+        """Store what load_n loaded: a vector of `lanes`, or a scalar when lanes is None."""
+        if lanes:
+            self.vstore(value, base, index)
+        else:
+            self.store(value, base, index)
 
     def vstore(self, value: ir.Value, base: ir.Value, index: Index = 0) -> None:
         p = self.b.bitcast(self.ptr(base, index), value.type.as_pointer())

@@ -32,12 +32,12 @@ from llvmlite import ir
 import llvmlite.binding as llvm
 
 from ..errors import GraphconvError
-from ..ir.graph import Graph, Node, TensorType, Value
+from ..ir.graph import Graph, Node, Value
 from ..ops import REGISTRY, epilogue
 from ..ops.layout import blocked_type
 from ..passes.base import attr_key
 from ..passes.plan_memory import check_plan, plan as plan_memory
-from . import kernels  # noqa: F401 - registers the emitters
+from . import kernels as _kernels  # noqa: F401 - importing registers the emitters
 from .builder import FLOAT_TYPES, I8P, I64, KB, VOID
 from .kernel import KERNELS, CodegenError, KernelContext, Tensor, Unsupported, dims_of
 from .target import Target

@@ -130,7 +130,10 @@ def test_run_user_errors_exit_1(fake_spec, capsys, tmp_path):
         (["--input", str(tmp_path / "obj.npy")], "not a plain .npy array"),
         (["--input", str(tmp_path / "small.npy")], "dimension 2 is 4, must be 8"),
         (["--weights", str(tmp_path / "none.npz")], "cannot read weights"),
-        (["--backend", "llvm"], "available backends: onnx, reference"),
+        (["--backend", "tvm"], "available backends: llvm, onnx, reference"),
+        (["--backend", "llvm", "--input", str(tmp_path / "small.npy")], "dimension 2 is 4, must be 8"),
+        (["--threads", "2"], "--threads applies to the llvm and onnx backends"),
+        (["-O", "2"], "-O apply to --backend llvm"),
     ]
     for extra, message in cases:
         assert cli.main(["run", "cnn.gc", *extra]) == 1, extra

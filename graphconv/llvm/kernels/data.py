@@ -46,6 +46,12 @@ def transpose_tile(kb: KB, rows: list[ir.Value]) -> list[ir.Value]:
     return rows
 
 
+def copy_flat(kc: KernelContext, x, y) -> None:
+    """y = x element for element (same size), vectorized and split between threads."""
+    kb = kc.kb
+    flat_loop(kc, y.numel(kb), lambda i, lanes: kb.store_n(kb.load_n(x.ptr, i, lanes), y.ptr, i, lanes))
+
+
 def _tile_lanes(kb: KB, A: int, B: int) -> int:
     """The tile size for transposing A×B matrices: a power of two from 2 to the vector width (and at most A and B)
     with the least estimated work, an element of an L×L tile costing (2 + log2 L)/L instructions (L loads, L·log2 L
@@ -219,15 +225,7 @@ def _no_block(kc: KernelContext) -> None:
 def emit_flat_copy(kc: KernelContext) -> None:
     """A copy of the data in C order (the memory planner gives views their own buffer)."""
     _no_block(kc)
-    kb, x, y = kc.kb, kc.inputs[0], kc.out
-
-    def body(i, lanes):
-        if lanes:
-            kb.vstore(kb.vload(x.ptr, i, lanes), y.ptr, i)
-        else:
-            kb.store(kb.load(x.ptr, i), y.ptr, i)
-
-    flat_loop(kc, y.numel(kb), body)
+    copy_flat(kc, kc.inputs[0], kc.out)
 
 
 # -- concat, slice, pad ------------------------------------------------------------------------------------------
@@ -382,13 +380,7 @@ def emit_transpose(kc: KernelContext) -> None:
         mdims[0] = n_lead if mdims[0] == 2 else kb.mul(n_lead, mdims[0] // 2)
     m = len(mdims)
     if m == 1 or mperm == list(range(m)):
-        def body(i, lanes):
-            if lanes:
-                kb.vstore(kb.vload(x.ptr, i, lanes), y.ptr, i)
-            else:
-                kb.store(kb.load(x.ptr, i), y.ptr, i)
-
-        flat_loop(kc, y.numel(kb), body)
+        copy_flat(kc, x, y)
         return
     in_strides = _c_strides(mdims, kb)
     out_dims = [mdims[p] for p in mperm]

@@ -98,15 +98,6 @@ def flat_loop(kc: KernelContext, total: Index, body: Callable[[Index, int | None
             body(t, None)
 
 
-def _load(kb: KB, ptr: ir.Value, index: Index, lanes: int | None) -> ir.Value:
-    return kb.vload(ptr, index, lanes) if lanes else kb.load(ptr, index)
-
-
-def _store(kb: KB, value: ir.Value, ptr: ir.Value, index: Index, lanes: int | None) -> None:
-    if lanes:
-        kb.vstore(value, ptr, index)
-    else:
-        kb.store(value, ptr, index)
 
 
 # -- kernels -----------------------------------------------------------------------------------------------------
@@ -117,7 +108,7 @@ def emit_unary(kc: KernelContext) -> None:
     op, attrs = kc.node.op, kc.attrs
 
     def body(i, lanes):
-        _store(kb, unary(kb, op, attrs, _load(kb, x.ptr, i, lanes)), y.ptr, i, lanes)
+        kb.store_n(unary(kb, op, attrs, kb.load_n(x.ptr, i, lanes)), y.ptr, i, lanes)
 
     flat_loop(kc, y.numel(kb), body)
 
@@ -131,10 +122,10 @@ def emit_binary(kc: KernelContext) -> None:
     op = kc.node.op
     if all(t.type.shape == y.type.shape for t in kc.inputs):
         def body(i, lanes):
-            acc = _load(kb, kc.inputs[0].ptr, i, lanes)
+            acc = kb.load_n(kc.inputs[0].ptr, i, lanes)
             for t in kc.inputs[1:]:
-                acc = binary(kb, op, acc, _load(kb, t.ptr, i, lanes))
-            _store(kb, acc, y.ptr, i, lanes)
+                acc = binary(kb, op, acc, kb.load_n(t.ptr, i, lanes))
+            kb.store_n(acc, y.ptr, i, lanes)
 
         flat_loop(kc, y.numel(kb), body)
         return
@@ -167,7 +158,6 @@ def broadcast_loop(kc: KernelContext, ins: list, fn: Callable[[list[ir.Value]], 
     if rank == 0:
         raise Unsupported("rank-0 output")
     strides = [broadcast_strides(kb, t, rank) for t in ins]
-    ystrides = y.strides(kb)
     outer_dims = y.dims[:-1]
     last = y.dims[-1]
     outer_total = kb.mul(*outer_dims) if outer_dims else 1
@@ -191,10 +181,10 @@ def broadcast_loop(kc: KernelContext, ins: list, fn: Callable[[list[ir.Value]], 
                     v = kb.load(t.ptr, base)
                     vals.append(kb.splat(v, lanes) if lanes else v)
                 else:
-                    vals.append(_load(kb, t.ptr, kb.add(base, kb.mul(j, step)), lanes))
+                    vals.append(kb.load_n(t.ptr, kb.add(base, kb.mul(j, step)), lanes))
             value = fn(vals)
             index = kb.add(ybase, j)
-            _store(kb, kc.epilogue(value, index), y.ptr, index, lanes)
+            kb.store_n(kc.epilogue(value, index), y.ptr, index, lanes)
 
         vectorizable = all(isinstance(s[-1], int) and s[-1] in (0, 1) for s in strides)
         if vectorizable and isinstance(last, int) and last >= kb.vw:
@@ -218,12 +208,12 @@ def emit_batchnorm(kc: KernelContext) -> None:
     p = kc.params
 
     def scale_shift(c: Index, lanes: int | None):
-        var = _load(kb, p["running_var"].ptr, c, lanes)
-        mean = _load(kb, p["running_mean"].ptr, c, lanes)
+        var = kb.load_n(p["running_var"].ptr, c, lanes)
+        mean = kb.load_n(p["running_mean"].ptr, c, lanes)
         inv = kb.fdiv(kb.like(1.0, var), kb.sqrt(kb.fadd(var, kb.like(a["eps"], var))))
         if a["affine"]:
-            s = kb.fmul(inv, _load(kb, p["weight"].ptr, c, lanes))
-            t = kb.fsub(_load(kb, p["bias"].ptr, c, lanes), kb.fmul(mean, s))
+            s = kb.fmul(inv, kb.load_n(p["weight"].ptr, c, lanes))
+            t = kb.fsub(kb.load_n(p["bias"].ptr, c, lanes), kb.fmul(mean, s))
         else:
             s, t = inv, kb.fneg(kb.fmul(mean, inv))
         return s, t
@@ -239,7 +229,7 @@ def emit_batchnorm(kc: KernelContext) -> None:
             base = kb.mul(r, h * w * b)
             with kb.loop(0, h * w, name="p") as pix:
                 i = kb.add(base, kb.mul(pix, b))
-                _store(kb, kb.fma(_load(kb, x.ptr, i, b), s, t), y.ptr, i, b)
+                kb.store_n(kb.fma(kb.load_n(x.ptr, i, b), s, t), y.ptr, i, b)
         return
     n, c = x.dims[0], x.dims[1]
     inner = kb.mul(*x.dims[2:]) if x.rank > 2 else 1
@@ -253,9 +243,9 @@ def emit_batchnorm(kc: KernelContext) -> None:
         def body(i, lanes):
             idx = kb.add(base, i)
             if lanes:
-                _store(kb, kb.fma(_load(kb, x.ptr, idx, lanes), vs, vt), y.ptr, idx, lanes)
+                kb.store_n(kb.fma(kb.load_n(x.ptr, idx, lanes), vs, vt), y.ptr, idx, lanes)
             else:
-                _store(kb, kb.fma(_load(kb, x.ptr, idx, None), s, t), y.ptr, idx, None)
+                kb.store_n(kb.fma(kb.load_n(x.ptr, idx, None), s, t), y.ptr, idx, None)
 
         _inner_loop(kb, inner, body)
 

@@ -17,51 +17,14 @@ lanes) and a final scalar, all with static sizes.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
-
 from llvmlite import ir
 
-from ..builder import I64, KB, Index
+from ..builder import Index
 from ..kernel import KernelContext, kernel
 
 ROWS = 4  # weight rows per block
 GROUP = 4  # samples sharing one pass over a block of weight rows
 MAX_ACC = 16  # vector accumulators per block (of the 32 AVX-512 registers, leaving room for the loads)
-
-
-def carried_loop(kb: KB, start: Index, stop: Index, inits: Sequence[ir.Value],
-                 body: Callable[[ir.Value, list[ir.Value]], list[ir.Value]], name: str = "i") -> list[ir.Value]:
-    """for (i = start; i < stop; i++) vals = body(i, vals), with the values carried in registers (phis); returns
-    the values after the loop. A loop that runs at most once by Python's knowledge is unrolled or skipped."""
-    if isinstance(start, int) and isinstance(stop, int):
-        if stop <= start:
-            return list(inits)
-        if stop - start == 1:
-            return list(body(start, list(inits)))
-    b = kb.b
-    pre = b.block
-    head = b.append_basic_block(f"{name}.head")
-    loop = b.append_basic_block(f"{name}.body")
-    done = b.append_basic_block(f"{name}.end")
-    b.branch(head)
-    b.position_at_end(head)
-    i = b.phi(I64, name=name)
-    i.add_incoming(kb.i64(start), pre)
-    phis = []
-    for k, v in enumerate(inits):
-        p = b.phi(v.type, name=f"{name}.c{k}")
-        p.add_incoming(v, pre)
-        phis.append(p)
-    b.cbranch(b.icmp_signed("<", i, kb.i64(stop)), loop, done)
-    b.position_at_end(loop)
-    out = list(body(i, list(phis)))
-    end = b.block
-    i.add_incoming(b.add(i, kb.i64(1), name=f"{name}.next"), end)
-    for p, v in zip(phis, out):
-        p.add_incoming(v, end)
-    b.branch(head)
-    b.position_at_end(done)
-    return list(phis)
 
 
 def _dot_block(kc: KernelContext, xs: list[ir.Value], ws: list[ir.Value], F: int) -> list[list[ir.Value]]:
@@ -88,7 +51,7 @@ def _dot_block(kc: KernelContext, xs: list[ir.Value], ws: list[ir.Value], F: int
             step(kb.add(base, u * vw), accs, u)
         return accs
 
-    accs = carried_loop(kb, 0, niter, [zero] * (R * S * uf), body, name="f")
+    accs = kb.carried_loop(0, niter, [zero] * (R * S * uf), body, name="f")
     for j, v in enumerate(range(niter * uf, nvec)):  # whole vectors left over
         step(v * vw, accs, j % uf)
     sums = []

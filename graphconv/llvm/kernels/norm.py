@@ -19,15 +19,6 @@ from ..kernel import KernelContext, Unsupported, kernel
 from .elementwise import inner_loop
 
 
-def _ld(kb: KB, ptr: ir.Value, i: Index, lanes: int | None) -> ir.Value:
-    return kb.vload(ptr, i, lanes) if lanes else kb.load(ptr, i)
-
-
-def _st(kb: KB, v: ir.Value, ptr: ir.Value, i: Index, lanes: int | None) -> None:
-    if lanes:
-        kb.vstore(v, ptr, i)
-    else:
-        kb.store(v, ptr, i)
 
 
 def _vec_units(kc: KernelContext, rows: Index, inner: int, body: Callable[[Index, Index, int | None], None]) -> None:
@@ -62,29 +53,29 @@ def _softmax_columns(kb: KB, x: ir.Value, y: ir.Value, base: Index, S: int, stri
     """Softmax of `lanes` adjacent columns (or one, lanes None) of S elements `stride` apart from base."""
     ty = kb.vtype(lanes) if lanes else kb.ft
     slot = kb.alloca(ty, "m")
-    kb.b.store(_ld(kb, x, base, lanes), slot)
+    kb.b.store(kb.load_n(x, base, lanes), slot)
     with kb.loop(1, S, name="s") as s:
-        kb.b.store(kb.max(kb.b.load(slot), _ld(kb, x, kb.add(base, kb.mul(s, stride)), lanes)), slot)
+        kb.b.store(kb.max(kb.b.load(slot), kb.load_n(x, kb.add(base, kb.mul(s, stride)), lanes)), slot)
     m = kb.b.load(slot)
     acc = kb.alloca(ty, "sum")
     kb.b.store(kb.like(0.0, m), acc)
     with kb.loop(0, S, name="s") as s:
         i = kb.add(base, kb.mul(s, stride))
-        e = kb.exp(kb.fsub(_ld(kb, x, i, lanes), m))
+        e = kb.exp(kb.fsub(kb.load_n(x, i, lanes), m))
         if not log:
-            _st(kb, e, y, i, lanes)
+            kb.store_n(e, y, i, lanes)
         kb.b.store(kb.fadd(kb.b.load(acc), e), acc)
     total = kb.b.load(acc)
     if log:
         lse = kb.log(total)
         with kb.loop(0, S, name="s") as s:
             i = kb.add(base, kb.mul(s, stride))
-            _st(kb, kb.fsub(kb.fsub(_ld(kb, x, i, lanes), m), lse), y, i, lanes)
+            kb.store_n(kb.fsub(kb.fsub(kb.load_n(x, i, lanes), m), lse), y, i, lanes)
     else:
         inv = kb.fdiv(kb.like(1.0, total), total)
         with kb.loop(0, S, name="s") as s:
             i = kb.add(base, kb.mul(s, stride))
-            _st(kb, kb.fmul(_ld(kb, y, i, lanes), inv), y, i, lanes)
+            kb.store_n(kb.fmul(kb.load_n(y, i, lanes), inv), y, i, lanes)
 
 
 def _softmax_row(kb: KB, x: ir.Value, y: ir.Value, base: Index, S: int, log: bool) -> None:
@@ -99,7 +90,7 @@ def _softmax_row(kb: KB, x: ir.Value, y: ir.Value, base: Index, S: int, log: boo
 
     def amax(i, lanes):
         slot = vslot if lanes else sslot
-        kb.b.store(kb.max(kb.b.load(slot), _ld(kb, x, kb.add(base, i), lanes)), slot)
+        kb.b.store(kb.max(kb.b.load(slot), kb.load_n(x, kb.add(base, i), lanes)), slot)
 
     inner_loop(kb, S, amax)
     m = kb.max(kb.hmax(kb.b.load(vslot)), kb.b.load(sslot))
@@ -109,9 +100,9 @@ def _softmax_row(kb: KB, x: ir.Value, y: ir.Value, base: Index, S: int, log: boo
 
     def esum(i, lanes):
         slot = vslot if lanes else sslot
-        e = kb.exp(kb.fsub(_ld(kb, x, kb.add(base, i), lanes), vm if lanes else m))
+        e = kb.exp(kb.fsub(kb.load_n(x, kb.add(base, i), lanes), vm if lanes else m))
         if not log:
-            _st(kb, e, y, kb.add(base, i), lanes)
+            kb.store_n(e, y, kb.add(base, i), lanes)
         kb.b.store(kb.fadd(kb.b.load(slot), e), slot)
 
     inner_loop(kb, S, esum)
@@ -121,14 +112,14 @@ def _softmax_row(kb: KB, x: ir.Value, y: ir.Value, base: Index, S: int, log: boo
         vl = kb.splat(lse)
 
         def out(i, lanes):
-            v = kb.fsub(kb.fsub(_ld(kb, x, kb.add(base, i), lanes), vm if lanes else m), vl if lanes else lse)
-            _st(kb, v, y, kb.add(base, i), lanes)
+            v = kb.fsub(kb.fsub(kb.load_n(x, kb.add(base, i), lanes), vm if lanes else m), vl if lanes else lse)
+            kb.store_n(v, y, kb.add(base, i), lanes)
     else:
         inv = kb.fdiv(kb.fconst(1.0), total)
         vi = kb.splat(inv)
 
         def out(i, lanes):
-            _st(kb, kb.fmul(_ld(kb, y, kb.add(base, i), lanes), vi if lanes else inv), y, kb.add(base, i), lanes)
+            kb.store_n(kb.fmul(kb.load_n(y, kb.add(base, i), lanes), vi if lanes else inv), y, kb.add(base, i), lanes)
 
     inner_loop(kb, S, out)
 
@@ -200,10 +191,10 @@ def emit_lrn(kc: KernelContext) -> None:
         acc = kb.alloca(ty, "sq")
         kb.b.store(kb.fconst(0.0, lanes), acc)
         with kb.loop(c_lo, c_hi, name="cw") as cw:
-            v = _ld(kb, x.ptr, kb.add(plane0, kb.mul(cw, P), j), lanes)
+            v = kb.load_n(x.ptr, kb.add(plane0, kb.mul(cw, P), j), lanes)
             kb.b.store(kb.fma(v, v, kb.b.load(acc)), acc)
         den = kb.fma(kb.b.load(acc), kb.fconst(scale, lanes), kb.fconst(bias, lanes))
         i = kb.add(kb.mul(nc, P), j)
-        _st(kb, kb.fmul(_ld(kb, x.ptr, i, lanes), _pow_neg(kb, den, beta)), y.ptr, i, lanes)
+        kb.store_n(kb.fmul(kb.load_n(x.ptr, i, lanes), _pow_neg(kb, den, beta)), y.ptr, i, lanes)
 
     _vec_units(kc, kb.mul(n, C), P, body)

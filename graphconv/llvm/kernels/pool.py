@@ -37,7 +37,6 @@ from llvmlite import ir
 
 from ..builder import I32, KB, Index
 from ..kernel import KernelContext, Unsupported, kernel
-from .matmul import carried_loop
 
 PIXELS = 4  # blocked interior pixels per loop iteration
 MAX_PIECES = 4  # plain layout: a vector of columns reads at most this many input vectors (else: column by column)
@@ -116,15 +115,6 @@ class Reduction:
         return kb.pow(v, kb.like(1.0 / self.p, v))
 
 
-def _load(kb: KB, ptr: ir.Value, index: Index, lanes: int | None) -> ir.Value:
-    return kb.vload(ptr, index, lanes) if lanes else kb.load(ptr, index)
-
-
-def _store(kb: KB, value: ir.Value, ptr: ir.Value, index: Index, lanes: int | None) -> None:
-    if lanes:
-        kb.vstore(value, ptr, index)
-    else:
-        kb.store(value, ptr, index)
 
 
 def _shuffle(kb: KB, v: ir.Value, lanes: list[int]) -> ir.Value:
@@ -178,7 +168,7 @@ def _taps_reduce(kb: KB, lo: Index, hi: Index, inits: list[ir.Value],
         for k in range(lo, hi):
             vals = body(k, vals)
         return [init if v is None else v for v, init in zip(vals, inits)]  # (no tap at all: the initial value)
-    return carried_loop(kb, lo, hi, inits, body, name="kh")
+    return kb.carried_loop(lo, hi, inits, body, name="kh")
 
 
 def _reduction(kc: KernelContext) -> tuple[Reduction, bool, bool | None]:
@@ -238,9 +228,9 @@ def emit_pool(kc: KernelContext) -> None:
                 if B > 1:
                     v = kb.fmul(v, kb.splat(kb.load(scale, at), B))
                 else:
-                    v = kb.fmul(v, _load(kb, scale, at, lanes))
+                    v = kb.fmul(v, kb.load_n(scale, at, lanes))
             idx = kb.add(ybase, kb.mul(ow, B))
-            _store(kb, kc.epilogue(v, idx), y.ptr, idx, lanes)
+            kb.store_n(kc.epilogue(v, idx), y.ptr, idx, lanes)
 
         # -- plain layout ---------------------------------------------------------------------------------------
         def scalar_col(ow: Index, kws: range, colcount: int) -> None:
@@ -389,7 +379,7 @@ def _reduce_flat(kb: KB, ptr: ir.Value, count: int, red: Reduction) -> ir.Value:
         base = kb.mul(i, uf * vw)
         return [red.combine(kb, acc, kb.vload(ptr, kb.add(base, u * vw))) for u, acc in enumerate(accs)]
 
-    accs = carried_loop(kb, 0, niter, [red.init(kb, vw)] * uf, body, name="v")
+    accs = kb.carried_loop(0, niter, [red.init(kb, vw)] * uf, body, name="v")
     for j, v in enumerate(range(niter * uf, nvec)):
         accs[j % uf] = red.combine(kb, accs[j % uf], kb.vload(ptr, v * vw))
     used = min(uf, nvec)
@@ -433,7 +423,7 @@ def emit_global_pool(kc: KernelContext) -> None:
                 at = kb.mul(i, uf * B)
                 return [red.combine(kb, acc, kb.vload(base, kb.add(at, u * B), B)) for u, acc in enumerate(accs)]
 
-            accs = carried_loop(kb, 0, niter, [red.init(kb, B)] * uf, body, name="px")
+            accs = kb.carried_loop(0, niter, [red.init(kb, B)] * uf, body, name="px")
             for j, p in enumerate(range(niter * uf, hw)):
                 accs[j % uf] = red.combine(kb, accs[j % uf], kb.vload(base, p * B, B))
             acc = accs[0]
