@@ -6,8 +6,9 @@
 For each model (a zoo spec name such as resnet50, or a path to a spec or an .onnx file) and batch size it builds the
 network with seeded weights, compiles it with the llvm backend (timed with the compile cache off), exports the same
 network to ONNX and opens an onnxruntime CPU session with the same number of intra-op threads, checks that both agree,
-then times both with a warm-up and the median of rounds that alternate between the two (so drift on the machine
-hits both alike) for at least `min_time` seconds each. Printed per row: both medians, the ratio graphconv /
+then times both with a warm-up and the median of blocks of runs that alternate between the two (so drift on the
+machine hits both alike; the first run of a block is not counted, see _time_pair) for at least `min_time` seconds
+each. Printed per row: both medians, the ratio graphconv /
 onnxruntime (below 1 is faster), graphconv's GFLOP/s (2 FLOP per multiply-accumulate), the compile time, and the
 memory graphconv's run needs (weights blob + arena + outputs) with the process's peak RSS.
 """
@@ -57,18 +58,27 @@ def _spec_path(model: str) -> str:
     return str(path)
 
 
-def _time_pair(fa, fb, min_time: float, warmup: int = 3) -> tuple[list[float], list[float]]:
-    """Alternate rounds of fa and fb until each has run for min_time seconds; per-call times of each."""
+def _time_pair(fa, fb, min_time: float, warmup: int = 3, block: float = 0.25) -> tuple[list[float], list[float]]:
+    """Alternate blocks of about `block` seconds of fa and of fb until each has run for min_time seconds; per-call
+    times of each. The first call of a block is not counted: onnxruntime's threads keep spinning for a while after a
+    run and would steal the cores from whatever runs next (and a block's first call pays for that)."""
     for _ in range(warmup):
         fa()
         fb()
     ta: list[float] = []
     tb: list[float] = []
-    while sum(ta) < min_time or sum(tb) < min_time or len(ta) < 5:
+    while sum(ta) < min_time or sum(tb) < min_time or len(ta) < 5 or len(tb) < 5:
         for f, out in ((fa, ta), (fb, tb)):
-            t0 = time.perf_counter()
             f()
-            out.append(time.perf_counter() - t0)
+            spent = 0.0
+            calls = 0
+            while spent < block or calls < 2:
+                t0 = time.perf_counter()
+                f()
+                dt = time.perf_counter() - t0
+                out.append(dt)
+                spent += dt
+                calls += 1
     return ta, tb
 
 
