@@ -220,7 +220,10 @@ class _Builder:
         if len(dtypes) != 1:
             raise CodegenError(f"mixed dtypes in {g.name}: {', '.join(sorted(dtypes))}")
         graph_bytes = np.dtype(dtypes.pop()).itemsize
-        mp = plan_memory(g)
+        # inputs of channel concats are written straight into the concat's output, sample by sample (needs the
+        # batch dimension first everywhere: a static graph's kernels see all samples at once and keep the copy)
+        mp = plan_memory(g, concat_in_place=bool(symbols))
+        self.slices = dict(mp.concat_slices)
         problems = check_plan(g, mp)
         if problems:
             raise CodegenError("the memory plan is unsafe: " + "; ".join(problems[:5]))
@@ -257,6 +260,10 @@ class _Builder:
         region = 0
         for node in g.nodes:
             pieces = _split(node)
+            if node.op == "concat" and any(v.name in self.slices for v in node.inputs):
+                placed = tuple(v.name in self.slices for v in node.inputs)
+                pieces = [Node(node.name, node.op, list(node.inputs), {**node.attrs, "placed": placed}, node.output,
+                               dict(node.params), node.loc)]
             at = 0
             for p in pieces[:-1]:
                 temp_off[p.output.name] = self.arena_planned + at
@@ -285,6 +292,8 @@ class _Builder:
                 return b.load(b.gep(ins, [kb.i64(self.input_index[v.name])], inbounds=True))
             if v.name in self.output_index:
                 return b.load(b.gep(outs, [kb.i64(self.output_index[v.name])], inbounds=True))
+            if v.name in self.slices:  # lives in its concat's output (see slice_ptr)
+                return value_ptr(g.values[self.slices[v.name][0]])
             off = temp_off.get(v.name, self.offsets.get(v.name))
             if off is None:
                 raise CodegenError(f"value {v.name} has no place in the memory plan")
@@ -295,16 +304,38 @@ class _Builder:
         kty = ir.FunctionType(VOID, [I8P.as_pointer(), I8P, I64, I64, I64])
         stamp = self._profiler(mod, b, tid, len(steps))
         stamp(len(steps))
-        for k, (node, (name, packs)) in enumerate(zip(steps, kernels)):
-            ptrs = [value_ptr(v) for v in node.inputs] + [value_ptr(node.output)]
-            ptrs += [value_ptr(v) for v in node.params.values()]
+        def sample_ptr(v: Value, n) -> ir.Value:
+            """Sample n of a batch-first value (parameters and values without a batch have no samples)."""
+            p = value_ptr(v)
+            if v.kind == "param" or not isinstance(v.type.shape[0], str):
+                return p
+            return b.gep(p, [b.mul(n, kb.i64(v.type.numel(1) * self.ft_bytes))], inbounds=True)
+
+        def slice_ptr(v: Value, n) -> ir.Value:
+            """Sample n of a value written into its concat's output: at its channels, with the output's stride."""
+            concat, off = self.slices[v.name]
+            c = g.values[concat]
+            at = b.add(b.mul(n, kb.i64(c.type.numel(1) * self.ft_bytes)), kb.i64(off * self.ft_bytes))
+            return b.gep(value_ptr(c), [at], inbounds=True)
+
+        def call(k: int, node: Node, name: str, packs, data_ptrs: list[ir.Value], batch) -> None:
+            ptrs = data_ptrs + [value_ptr(v) for v in node.params.values()]
             for role, packer, args in packs:
                 ptrs.append(b.gep(wts, [kb.i64(self._packed(node, role, packer, args))], inbounds=True))
             table = kb.alloca(ir.ArrayType(I8P, len(ptrs)), f"t{k}")
             for j, p in enumerate(ptrs):
                 b.store(b.bitcast(p, I8P), b.gep(table, [kb.i64(0), ir.Constant(ir.IntType(32), j)]))
             callee = mod.globals.get(name) or ir.Function(mod, kty, name=name)
-            b.call(callee, [b.bitcast(table, I8P.as_pointer()), workspace, N, tid, nthr])
+            b.call(callee, [b.bitcast(table, I8P.as_pointer()), workspace, batch, tid, nthr])
+
+        for k, (node, (name, packs)) in enumerate(zip(steps, kernels)):
+            if node.output.name in self.slices:
+                # one call per sample; threads go on to the next sample without waiting (samples are disjoint)
+                with kb.loop(0, N, name=f"sample{k}") as n:
+                    call(k, node, name, packs,
+                         [sample_ptr(v, n) for v in node.inputs] + [slice_ptr(node.output, n)], kb.i64(1))
+            else:
+                call(k, node, name, packs, [value_ptr(v) for v in node.inputs] + [value_ptr(node.output)], N)
             b.call(barrier, [bar, nthr])
             stamp(k)
         b.ret_void()

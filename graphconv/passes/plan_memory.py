@@ -30,8 +30,10 @@ What it does not do:
 - It is per sample (`batch` 1 by default; `plan(graph, batch=B)` plans a fixed batch). It allocates nothing and
   the reference executor does not use it.
 - No scratch memory for ops (im2col workspaces and the like), no aliasing of views (flatten and reshape get a
-  copy), no zero-copy concatenation, no reordering of nodes to lower the peak, and no parallel execution: the plan
-  assumes the nodes run one at a time in the graph's order.
+  copy), no reordering of nodes to lower the peak, and no parallel execution: the plan assumes the nodes run one at
+  a time in the graph's order. Zero-copy concatenation is opt-in (`plan(graph, concat_in_place=True)`, used by
+  the llvm backend, whose kernels can write an input of a channel concat straight into the concat's output): those
+  inputs get no buffer and the concat's output lives from the first of their producers.
 - The greedy placement is not optimal in general (offset assignment is NP-hard); it is deterministic, and on every
   network of the model zoo its arena equals the lower bound, the largest total of buffers live at one node.
 """
@@ -67,6 +69,7 @@ class MemoryPlan:
     inplace: list[tuple[str, str]] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)
     lifetimes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    concat_slices: dict[str, tuple[str, int]] = field(default_factory=dict)  # value -> (its concat, offset)
 
     def to_meta(self) -> dict[str, Any]:
         """The JSON-friendly form stored in `graph.meta["memory_plan"]`."""
@@ -76,6 +79,8 @@ class MemoryPlan:
             "batch": int(self.batch),
             "offsets": {name: int(off) for name, off in self.offsets.items()},
             "inplace": [[out, inp] for out, inp in self.inplace],
+            **({"concat_slices": {k: [c, int(o)] for k, (c, o) in self.concat_slices.items()}}
+               if self.concat_slices else {}),
         }
 
     def notes(self) -> list[str]:
@@ -111,18 +116,53 @@ def _size(v: Value, batch: int) -> int:
     return _aligned(v.type.numel(batch) * np.dtype(v.type.dtype).itemsize)
 
 
-def buffer_lifetimes(graph: Graph) -> dict[str, tuple[int, int]]:
+def buffer_lifetimes(graph: Graph, slices: Mapping[str, tuple[str, int]] | None = None
+                     ) -> dict[str, tuple[int, int]]:
     """Every buffer (node output that is not a graph output) -> (producer index, last reader index), in node
-    order."""
+    order. Values in `slices` (see `concat_slices`) are no buffers of their own: they live in their concat's
+    output, whose lifetime then starts at the first of their producers."""
+    slices = slices or {}
     outs = {v.name for v in graph.outputs.values()}
     life: dict[str, tuple[int, int]] = {}
     for i, node in enumerate(graph.nodes):
         for v in node.all_inputs:
             if v.name in life:
                 life[v.name] = (life[v.name][0], i)
-        if node.output.name not in outs:
+        if node.output.name not in outs and node.output.name not in slices:
             life[node.output.name] = (i, i)
+    index = {n.output.name: i for i, n in enumerate(graph.nodes)}
+    for name, (concat, _) in slices.items():
+        if concat in life:
+            life[concat] = (min(life[concat][0], index[name]), life[concat][1])
     return life
+
+
+def concat_slices(graph: Graph) -> dict[str, tuple[str, int]]:
+    """The inputs of channel concats that their producers can write straight into the concat's output:
+    value -> (concat output, element offset of its channels within one sample). An input qualifies when the concat
+    is its only reader (and reads it once), it is no graph output, its producer is no concat, and every shape
+    involved has the batch dimension first (then one sample of the input is one contiguous run of the output's
+    sample: a backend writes the input sample by sample with the output's sample stride)."""
+    outs = {v.name for v in graph.outputs.values()}
+    readers: dict[str, int] = {}
+    for node in graph.nodes:
+        for v in node.all_inputs:
+            readers[v.name] = readers.get(v.name, 0) + 1
+    found: dict[str, tuple[str, int]] = {}
+    for node in graph.nodes:
+        t = node.output.type
+        if node.op != "concat" or t.rank < 2 or node.attrs.get("axis", 1) % t.rank != 1:
+            continue
+        if not isinstance(t.shape[0], str) or any(isinstance(d, str) for d in t.shape[1:]):
+            continue
+        rest = int(np.prod([int(d) for d in t.shape[2:]], dtype=np.int64))
+        off = 0
+        for v in node.inputs:
+            if (v.kind == "node" and v.name not in outs and readers.get(v.name) == 1 and v.producer is not None
+                    and v.producer.op != "concat" and v.type.shape[0] == t.shape[0] and v.name not in found):
+                found[v.name] = (node.output.name, off)
+            off += int(v.type.shape[1]) * rest
+    return found
 
 
 def _inplace_input(node: Node, i: int, life: Mapping[str, tuple[int, int]]) -> Value | None:
@@ -141,9 +181,11 @@ def _inplace_input(node: Node, i: int, life: Mapping[str, tuple[int, int]]) -> V
     return None
 
 
-def plan(graph: Graph, *, batch: int = 1) -> MemoryPlan:
-    """The memory plan of `graph` for `batch` samples (see the module doc)."""
-    life = buffer_lifetimes(graph)
+def plan(graph: Graph, *, batch: int = 1, concat_in_place: bool = False) -> MemoryPlan:
+    """The memory plan of `graph` for `batch` samples (see the module doc). With `concat_in_place`, the inputs
+    `concat_slices` finds get no buffer: a backend that writes them into their concat's output asks for it."""
+    slices = concat_slices(graph) if concat_in_place else {}
+    life = buffer_lifetimes(graph, slices)
     sizes = {name: _size(graph.values[name], batch) for name in life}
 
     # in-place pairs, and the groups of values sharing one buffer (keyed by the group's first value)
@@ -186,6 +228,7 @@ def plan(graph: Graph, *, batch: int = 1) -> MemoryPlan:
         inplace=inplace,
         sizes=sizes,
         lifetimes=life,
+        concat_slices=slices,
     )
 
 
@@ -195,13 +238,19 @@ def check_plan(graph: Graph, memory_plan: MemoryPlan | Mapping[str, Any]) -> lis
     if isinstance(memory_plan, MemoryPlan):
         arena, batch = memory_plan.arena_bytes, memory_plan.batch
         offsets, pairs = dict(memory_plan.offsets), [tuple(p) for p in memory_plan.inplace]
+        slices = dict(memory_plan.concat_slices)
     else:
         arena, batch = int(memory_plan["arena_bytes"]), int(memory_plan.get("batch", 1))
         offsets, pairs = dict(memory_plan["offsets"]), [tuple(p) for p in memory_plan["inplace"]]
-    life = buffer_lifetimes(graph)
+        slices = {k: (c, int(o)) for k, (c, o) in memory_plan.get("concat_slices", {}).items()}
+    problems: list[str] = []
+    allowed_slices = concat_slices(graph)
+    for name, where in slices.items():
+        if allowed_slices.get(name) != tuple(where):
+            problems.append(f"'{name}' may not be written into concat output {where[0]} at {where[1]}")
+    life = buffer_lifetimes(graph, {k: v for k, v in slices.items() if k in allowed_slices})
     sizes = {name: graph.values[name].type.numel(batch) * np.dtype(graph.values[name].type.dtype).itemsize
              for name in life}
-    problems: list[str] = []
     for name in life:
         if name not in offsets:
             problems.append(f"buffer '{name}' has no offset")

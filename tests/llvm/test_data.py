@@ -241,3 +241,26 @@ def test_layout_conversion_is_exact():
     m = graphconv.compile(Network(g, {}), backend="llvm", threads=2, opt_level=0)
     y = m.run({"x": x})["y"]
     np.testing.assert_array_equal(y, x.reshape(2, 3, 16, 13, 11).transpose(0, 1, 3, 4, 2))
+
+
+def test_concat_written_in_place():
+    """Inputs of a channel concat whose only reader it is are written straight into its output, sample by sample
+    (graph inputs, graph outputs and values read twice are copied); every level, thread count and batch size."""
+    from graphconv.passes.manager import optimize
+    from graphconv.passes.plan_memory import plan
+
+    from .helpers import check, seeded_weights
+    from graphconv.network import Network
+
+    g, x = graph_with_input(shape=(16, 6, 6))
+    a = add_op(g, "a", "conv2d", [x], out_channels=16, kernel=1)
+    b = add_op(g, "b", "relu", [add_op(g, "b0", "conv2d", [x], out_channels=32, kernel=3, padding=1)])
+    c = add_op(g, "c", "conv2d", [x], out_channels=16, kernel=1)
+    d = add_op(g, "d", "max_pool2d", [x], kernel=3, stride=1, padding=1)
+    cat = add_op(g, "cat", "concat", [a, b, x, c, d])
+    g.set_output("y", add_op(g, "head", "conv2d", [cat], out_channels=16, kernel=3, padding=1))
+    g.set_output("c", c)
+    for level in (0, 2, 3):
+        opt, _ = optimize(Network(g, seeded_weights(g)), level, target="llvm")
+        assert len(plan(opt.graph, concat_in_place=True).concat_slices) >= 2, level
+    check(g)

@@ -452,3 +452,43 @@ def test_execution_of_an_optimized_graph_in_the_arena():
     meta = g.meta["memory_plan"]
     assert check_plan(g, meta) == [] and meta == plan(g).to_meta()
     assert_arena_run_matches(Program(g, opt.weights), plan(g), batch=2)
+
+
+def _inception():
+    """x -> [conv a, conv b -> relu, x itself, conv c read twice] -> concat -> conv."""
+    g, x = graph_with_input(shape=(4, 6, 6))
+    a = add_op(g, "a", "conv2d", [x], out_channels=3, kernel=1)
+    b = add_op(g, "b", "relu", [add_op(g, "b0", "conv2d", [x], out_channels=5, kernel=3, padding=1)])
+    c = add_op(g, "c", "conv2d", [x], out_channels=2, kernel=1)
+    cat = add_op(g, "cat", "concat", [a, b, x, c])
+    g.set_output("y", add_op(g, "head", "conv2d", [cat], out_channels=3, kernel=1))
+    g.set_output("c", c)  # a graph output: keeps its own memory
+    return g
+
+
+def test_concat_in_place_slices():
+    g = _inception()
+    p = plan(g, concat_in_place=True)
+    # a and b write straight into the concat's output; x is a graph input, c a graph output: both are copied
+    assert p.concat_slices == {"a": ("cat", 0), "b": ("cat", 3 * 36)}
+    assert "a" not in p.offsets and "b" not in p.offsets and "b0" in p.offsets
+    assert p.lifetimes["cat"][0] == [n.name for n in g.nodes].index("a")  # live from its first writer on
+    assert check_plan(g, p) == []
+    meta = p.to_meta()
+    assert meta["concat_slices"] == {"a": ["cat", 0], "b": ["cat", 108]}
+    assert check_plan(g, meta) == []
+    # without the option nothing changes, and a forged slice is refused
+    assert plan(g).concat_slices == {} and "concat_slices" not in plan(g).to_meta()
+    meta["concat_slices"]["c"] = ["cat", 8 * 36]
+    assert any("may not be written into concat output" in q for q in check_plan(g, meta))
+
+
+def test_concat_in_place_keeps_the_output_alive_from_its_first_writer():
+    """A value computed between the first writer and the concat must not share the concat's memory."""
+    g = _inception()
+    p = plan(g, concat_in_place=True)
+    start, end = p.lifetimes["cat"]
+    for name, (first, last) in p.lifetimes.items():
+        if name != "cat" and first <= end and start <= last:
+            lo, hi = p.offsets[name], p.offsets[name] + p.sizes[name]
+            assert hi <= p.offsets["cat"] or p.offsets["cat"] + p.sizes["cat"] <= lo, name

@@ -233,7 +233,8 @@ def emit_flat_copy(kc: KernelContext) -> None:
 @kernel("concat")
 def emit_concat(kc: KernelContext) -> None:
     """Each input copied into its part of the output: [outer, size_i·inner] runs. In the blocked layout the axis is
-    1 of [N, C/b, H, W, b]: whole blocks of channels follow each other, the same copy on the rank-5 shapes."""
+    1 of [N, C/b, H, W, b]: whole blocks of channels follow each other, the same copy on the rank-5 shapes. Inputs
+    the code generator had written in place (attrs["placed"], graphconv/llvm/codegen.py) are not copied."""
     kb, y = kc.kb, kc.out
     axis = kc.attrs["axis"] % y.rank
     if kc.block and axis != 1:
@@ -241,11 +242,13 @@ def emit_concat(kc: KernelContext) -> None:
     outer = kb.mul(*y.dims[:axis]) if axis else 1
     rest = math.prod(int(d) for d in y.dims[axis + 1:])
     out_inner = int(y.dims[axis]) * rest
+    placed = kc.attrs.get("placed") or (False,) * len(kc.inputs)  # inputs their producers wrote in place
     off = 0
-    for t in kc.inputs:
+    for t, done in zip(kc.inputs, placed):
         inner = int(t.dims[axis]) * rest
-        copy_rows(kc, outer, inner, t.ptr, lambda r, inner=inner: kb.mul(r, inner),
-                  y.ptr, lambda r, off=off: kb.add(kb.mul(r, out_inner), off))
+        if not done:
+            copy_rows(kc, outer, inner, t.ptr, lambda r, inner=inner: kb.mul(r, inner),
+                      y.ptr, lambda r, off=off: kb.add(kb.mul(r, out_inner), off))
         off += inner
 
 
