@@ -415,6 +415,8 @@ def cmd_compile(args) -> int:
         if used:
             raise GraphconvError(f"{', '.join(used)} apply to --target llvm and llvm-aot")
     before = len(graph.nodes)
+    if native:  # the optimizer folds in float64 and stores in the weights' precision: the build's
+        weights = {k: v.astype(args.dtype, copy=False) for k, v in weights.items()}
     net, log = optimize(Network(graph, weights), args.opt_level, training=args.training,
                         target="llvm" if native else args.target,
                         passes=args.passes,

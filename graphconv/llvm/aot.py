@@ -71,16 +71,16 @@ def _header(layout: Layout, net_name: str, target: Target, opt_level: int) -> st
         "batch, given at run time; 0: shapes are fixed, pass batch = 1 */",
     ]
     for i, (name, shape) in enumerate(layout.inputs):
-        n, _ = _per_sample(shape, layout.symbols)
+        n, batched = _per_sample(shape, layout.symbols)
         lines.append(f"#define {S}_INPUT{i}_ELEMENTS {n}  /* input {i} '{name}' {_shape(shape)}: elements per "
-                     f"{'sample' if batch_dim else 'run'} */")
+                     f"{'sample' if batched else 'run (no batch dimension)'} */")
     k = 0
     for name, shape in layout.outputs:
         if layout.output_slots.get(name) != name:
             continue
-        n, _ = _per_sample(shape, layout.symbols)
+        n, batched = _per_sample(shape, layout.symbols)
         lines.append(f"#define {S}_OUTPUT{k}_ELEMENTS {n}  /* output {k} '{name}' {_shape(shape)}: elements per "
-                     f"{'sample' if batch_dim else 'run'} */")
+                     f"{'sample' if batched else 'run (no batch dimension)'} */")
         k += 1
     ins = ", ".join(f"{S}_INPUT{i}_ELEMENTS" for i in range(len(layout.inputs))) or "0"
     outs = ", ".join(f"{S}_OUTPUT{j}_ELEMENTS" for j in range(k)) or "0"
@@ -99,8 +99,9 @@ def _header(layout: Layout, net_name: str, target: Target, opt_level: int) -> st
         "}",
         "",
         f"/* Run the network on `batch` samples (>= 1{'' if batch_dim else '; this network has fixed shapes: 1'}).",
-        " *   inputs[i]:  input i, C order, batch * INPUTi_ELEMENTS values (read only)",
-        " *   outputs[k]: output k, C order, batch * OUTPUTk_ELEMENTS values (written)",
+        " *   inputs[i]:  input i, C order, batch * INPUTi_ELEMENTS values (read only; INPUTi_ELEMENTS alone",
+        " *               for a tensor without the batch dimension)",
+        " *   outputs[k]: output k, C order, batch * OUTPUTk_ELEMENTS values (written; likewise)",
         f" *   arena:      {s}_arena_bytes(batch, nthreads) bytes of scratch memory, 64-byte aligned",
         f" *   weights:    the contents of {s}.weights, 64-byte aligned (read only)",
         " *   tid, nthreads: with one thread, 0 and 1. With T threads, call it from T threads at once with the same",
@@ -173,6 +174,8 @@ def write_aot(net: Network, outdir: str | os.PathLike, *, opt_level: int = 3, dt
         raise GraphconvError(f"--name {name!r} is not a C identifier (lower case letters, digits and _); "
                              f"e.g. {symbol!r}")
     if not optimized:
+        # fold in float64, store in the build's precision (as the in-process runtime does)
+        net = Network(net.graph, {k: np.asarray(v).astype(dtype, copy=False) for k, v in net.weights.items()})
         net, _ = optimize(net, opt_level, target="llvm")
     optimized_net = net
     compiled = compile_graph(net.graph, net.weights, dtype=dtype, target=target, aot=True, symbol=symbol,

@@ -119,9 +119,10 @@ def _where(node: Node) -> str:
 
 # -- splitting nodes whose epilogue a kernel cannot apply -----------------------------------------------------------
 
-def _split(node: Node) -> list[Node]:
+def _split(node: Node, tag: str = "") -> list[Node]:
     """The node as one or more nodes a kernel can run: a window step and everything after it, and steps whose
-    operand broadcasts, move to their own nodes reading a temporary value."""
+    operand broadcasts, move to their own nodes reading a temporary value. Temporaries are named
+    `<node>.~<tag><k>`; `tag` keeps the names of nested splits apart."""
     seq = epilogue.steps(node.attrs)
     if not seq:
         return [node]
@@ -151,7 +152,7 @@ def _split(node: Node) -> list[Node]:
                                                   for n, a, o in head_steps)}
     if not head_steps:
         head_attrs.pop("epilogue")
-    tmp = Value(f"{node.name}.~{keep}", out_types[keep], "node")
+    tmp = Value(f"{node.name}.~{tag}{keep}", out_types[keep], "node")
     head = Node(node.name, node.op, head_inputs, head_attrs, tmp, dict(node.params), node.loc)
     tmp.producer = head
     # the next step as its own node, carrying the rest as its epilogue when it is out_fusable
@@ -159,32 +160,38 @@ def _split(node: Node) -> list[Node]:
     sop = REGISTRY[name]
     rest = seq[keep + 1:]
     step_inputs = [tmp] + ([node.inputs[operand]] if operand is not None else [])
-    attrs = dict(sattrs)
-    if b and sop.window_step:
-        attrs["layout"] = b  # elementwise steps do not care about the layout; a window step does
+    attrs = _step_attrs(sattrs, sop, b)
     if rest and sop.fusion == "out_fusable":
         used = [s[2] for s in rest if s[2] is not None]
         remap = {k: len(step_inputs) + j for j, k in enumerate(used)}
         step_inputs += [node.inputs[k] for k in used]
         attrs["epilogue"] = tuple((n, a, remap.get(o) if o is not None else None) for n, a, o in rest)
         rest = ()
-    final = node.output if not rest else Value(f"{node.name}.~{keep + 1}", out_types[keep + 1], "node")
+    final = node.output if not rest else Value(f"{node.name}.~{tag}{keep + 1}", out_types[keep + 1], "node")
     step = Node(f"{node.name}", name, step_inputs, attrs, final, {}, node.loc)
     final.producer = step
-    if not rest:
-        return [head, *_split(step)]
-    # the remaining steps become plain nodes one by one (rare: steps after a window step that is not out_fusable)
-    out = [head, *_split(step)]
+    out = [head, *_split(step, f"{tag}{keep}.")]
+    # the remaining steps (after a step that takes no epilogue) become nodes one by one; step keep+1+k writes the
+    # type after it, out_types[keep+2+k]
     current = final
     for k, (name, sattrs, operand) in enumerate(rest):
         last = k == len(rest) - 1
-        v = node.output if last else Value(f"{node.name}.~r{k}", current.type, "node")
+        v = node.output if last else Value(f"{node.name}.~{tag}r{k}", out_types[keep + 2 + k], "node")
         ins = [current] + ([node.inputs[operand]] if operand is not None else [])
-        n = Node(node.name, name, ins, dict(sattrs), v, {}, node.loc)
+        n = Node(node.name, name, ins, _step_attrs(sattrs, REGISTRY[name], b), v, {}, node.loc)
         v.producer = n
         out.append(n)
         current = v
     return out
+
+
+def _step_attrs(sattrs, sop, block: int | None) -> dict:
+    """An epilogue step's attributes as a node of its own: a window step runs in the node's layout (elementwise
+    steps do not care about it)."""
+    attrs = dict(sattrs)
+    if block and sop.window_step:
+        attrs["layout"] = block
+    return attrs
 
 
 # -- the module ---------------------------------------------------------------------------------------------------
@@ -266,6 +273,8 @@ class _Builder:
                                dict(node.params), node.loc)]
             at = 0
             for p in pieces[:-1]:
+                if p.output.name in temp_off or p.output.name in g.values:
+                    raise CodegenError(f"{_where(node)}: temporary {p.output.name} named twice")
                 temp_off[p.output.name] = self.arena_planned + at
                 at += _aligned(p.output.type.numel(1) * self.ft_bytes)
             region = max(region, at)

@@ -3,7 +3,8 @@ LLVM's O3 pipeline for the target CPU, emit an object; load that object into an 
 
 Compiled objects are cached on disk, keyed by everything the code depends on: the optimized IR (without the weight
 values: they live in the blob, not the code), the float type, the target CPU and features, LLVM's optimization
-level, the graphconv and llvmlite versions and the code generator's own source. The cache lives in $GRAPHCONV_CACHE_DIR, else
+level, the graphconv and llvmlite versions and the code generator's own source (with the op definitions, IR and
+memory planner it reads). The object's SHA-256 is checked when it is read back. The cache lives in $GRAPHCONV_CACHE_DIR, else
 $XDG_CACHE_HOME/graphconv, else ~/.cache/graphconv; each entry is `<key>.o` plus `<key>.json` (the layout), written
 atomically. An unreadable or inconsistent entry is ignored and rebuilt.
 """
@@ -58,13 +59,15 @@ _SOURCE_HASH: str | None = None
 
 
 def _source_hash() -> str:
-    """A hash of the code generator's own source (graphconv/llvm and the op definitions it reads): editing a kernel
-    must not serve code compiled by the old one."""
+    """A hash of the code generator's own source (graphconv/llvm, and the op definitions, IR and memory planner it
+    reads): editing a kernel must not serve code compiled by the old one."""
     global _SOURCE_HASH
     if _SOURCE_HASH is None:
         root = Path(__file__).resolve().parent
+        pkg = root.parent
         h = hashlib.sha256()
-        for path in sorted([*root.rglob("*.py"), *(root.parent / "ops").rglob("*.py")]):
+        for path in sorted([*root.rglob("*.py"), *(pkg / "ops").rglob("*.py"), *(pkg / "ir").rglob("*.py"),
+                            pkg / "passes" / "plan_memory.py"]):
             h.update(path.name.encode("utf-8"))
             h.update(path.read_bytes())
         _SOURCE_HASH = h.hexdigest()
@@ -85,7 +88,8 @@ def _read_cache(key: str) -> tuple[bytes, Layout] | None:
     try:
         meta = json.loads((d / f"{key}.json").read_text("utf-8"))
         obj = (d / f"{key}.o").read_bytes()
-        if meta.get("key") != key or meta.get("object_bytes") != len(obj):
+        if (meta.get("key") != key or meta.get("object_bytes") != len(obj)
+                or meta.get("object_sha256") != hashlib.sha256(obj).hexdigest()):
             return None
         return obj, Layout.from_json(meta["layout"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -97,6 +101,7 @@ def _write_cache(key: str, obj: bytes, layout: Layout) -> None:
     try:
         d.mkdir(parents=True, exist_ok=True)
         for suffix, data in ((".o", obj), (".json", json.dumps({"key": key, "object_bytes": len(obj),
+                                                                "object_sha256": hashlib.sha256(obj).hexdigest(),
                                                                 "layout": layout.to_json()}).encode("utf-8"))):
             fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{key[:16]}", suffix=suffix)
             try:

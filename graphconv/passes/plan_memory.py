@@ -275,14 +275,14 @@ def check_plan(graph: Graph, memory_plan: MemoryPlan | Mapping[str, Any]) -> lis
             problems.append(f"in-place pair ['{out}', '{inp}'] is at offsets {offsets.get(out)} and "
                             f"{offsets.get(inp)}")
         allowed.add(frozenset(pair))
-    names = [n for n in life if n in offsets]
+    names = sorted((n for n in life if n in offsets), key=lambda n: life[n][0])  # by start (a concat's starts early)
     for k, a in enumerate(names):
         fa, la = life[a]
         oa, ea = offsets[a], offsets[a] + sizes[a]
         for b in names[k + 1:]:
             fb, lb = life[b]
             if fb > la:
-                break  # `names` is in producer order: no later buffer is live together with `a`
+                break  # `names` is in start order: no later buffer is live together with `a`
             if offsets[b] < ea and oa < offsets[b] + sizes[b] and frozenset((a, b)) not in allowed:
                 problems.append(f"buffers '{a}' (nodes {fa}..{la}, bytes {oa}..{ea}) and '{b}' (nodes {fb}..{lb}, "
                                 f"bytes {offsets[b]}..{offsets[b] + sizes[b]}) are live together and overlap")

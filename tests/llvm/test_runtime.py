@@ -244,3 +244,33 @@ def test_small_runs_stay_on_one_thread(monkeypatch):
     monkeypatch.setattr(LLVMModel, "min_parallel_flops", 0)
     model(x)
     assert len(calls) == 1
+
+
+def _hand_written_epilogue(steps_before_pool: bool):
+    """A conv whose epilogue holds a max pool and an add of a broadcasting operand: not what the optimizer makes,
+    but valid IR the code generator must split correctly."""
+    from graphconv.ir.verify import verify
+    from graphconv.ops import REGISTRY
+    from graphconv.ops.build import emit, plan
+
+    g = Graph("split")
+    x = g.add_input("x", TensorType(("N", 8, 8, 8)))
+    s = g.add_input("s", TensorType((1, 16, 1, 1)))
+    p = plan("conv2d", dict(out_channels=16, kernel=3, padding=1), [x.type])
+    node = emit(g, "conv", p, [x])
+    pool = plan("max_pool2d", dict(kernel=2, stride=2), [p.out_type])
+    pool_step = ("max_pool2d", tuple(REGISTRY["max_pool2d"].ir_attrs(pool.attrs).items()), None)
+    steps = [("add", (), 1), pool_step] if steps_before_pool else [pool_step, ("add", (), 1)]
+    node.inputs = [x, s]
+    node.attrs["epilogue"] = (*steps, ("relu", (), None))
+    node.output.type = pool.out_type
+    g.set_output("y", node.output)
+    verify(g)
+    return g
+
+
+@pytest.mark.parametrize("add_first", [False, True])
+def test_split_epilogues_with_window_steps_and_broadcasts(add_first):
+    from .helpers import check
+
+    check(_hand_written_epilogue(add_first), levels=(0,))

@@ -492,3 +492,18 @@ def test_concat_in_place_keeps_the_output_alive_from_its_first_writer():
         if name != "cat" and first <= end and start <= last:
             lo, hi = p.offsets[name], p.offsets[name] + p.sizes[name]
             assert hi <= p.offsets["cat"] or p.offsets["cat"] + p.sizes["cat"] <= lo, name
+
+
+def test_check_plan_sees_overlaps_with_an_early_concat():
+    """A concat written in place is live from its first writer: check_plan must compare it with every value live
+    in between, not only those defined after it."""
+    g, x = graph_with_input(shape=(4, 4, 4))
+    y1 = add_op(g, "c1", "conv2d", [x], out_channels=4, kernel=1)
+    y2 = add_op(g, "c2", "conv2d", [add_op(g, "q", "relu", [x])], out_channels=4, kernel=1)
+    y3 = add_op(g, "c3", "conv2d", [add_op(g, "r", "sigmoid", [x])], out_channels=4, kernel=1)
+    cat = add_op(g, "cat", "concat", [y1, y2, y3])
+    g.set_output("y", add_op(g, "out", "conv2d", [cat], out_channels=4, kernel=1))
+    p = plan(g, concat_in_place=True)
+    assert check_plan(g, p) == []
+    p.offsets["q"] = p.offsets["cat"]
+    assert any("'cat'" in q and "'q'" in q for q in check_plan(g, p))
