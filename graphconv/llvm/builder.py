@@ -388,26 +388,24 @@ class KB:
             return self.fconst(float(i))
         return self.b.sitofp(i, self.ft)
 
-    def hsum(self, v: ir.Value) -> ir.Value:
-        """The sum of a vector's lanes (reassociated: pairwise)."""
+    def _reduce_lanes(self, v: ir.Value, combine) -> ir.Value:
+        """Fold a vector's lanes pairwise (halves combined until one lane is left)."""
         n = v.type.count
         while n > 1:
             half = n // 2
             lo = self.b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, half), list(range(half))))
             hi = self.b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, half), list(range(half, n))))
-            v = self.b.fadd(lo, hi)
+            v = combine(lo, hi)
             n = half
         return self.b.extract_element(v, ir.Constant(I32, 0))
 
+    def hsum(self, v: ir.Value) -> ir.Value:
+        """The sum of a vector's lanes (reassociated: pairwise)."""
+        return self._reduce_lanes(v, self.b.fadd)
+
     def hmax(self, v: ir.Value) -> ir.Value:
-        n = v.type.count
-        while n > 1:
-            half = n // 2
-            lo = self.b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, half), list(range(half))))
-            hi = self.b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, half), list(range(half, n))))
-            v = self.max(lo, hi)
-            n = half
-        return self.b.extract_element(v, ir.Constant(I32, 0))
+        """The largest lane."""
+        return self._reduce_lanes(v, self.max)
 
     def lane(self, v: ir.Value, k: int) -> ir.Value:
         return self.b.extract_element(v, ir.Constant(I32, k))
