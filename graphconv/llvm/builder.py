@@ -246,6 +246,19 @@ class KB:
         p = self.b.bitcast(self.ptr(base, index), vt.as_pointer())
         return self.b.load(p, align=self.ft_bytes)
 
+    def tail_chunks(self, start: int, stop: int) -> list[tuple[int, int | None]]:
+        """Cover the static range [start, stop) left after whole vectors: (offset, lanes) pieces of half a vector,
+        then narrower ones, each as wide as still fits, ending with scalars (lanes None)."""
+        out: list[tuple[int, int | None]] = []
+        lanes = self.vw // 2
+        off = start
+        while off < stop:
+            while lanes > 1 and stop - off < lanes:
+                lanes //= 2
+            out.append((off, lanes if lanes > 1 else None))
+            off += max(lanes, 1)
+        return out
+
     def load_n(self, base: ir.Value, index: Index, lanes: int | None) -> ir.Value:
         """`lanes` elements as a vector, or one scalar when lanes is None."""
         return self.vload(base, index, lanes) if lanes else self.load(base, index)

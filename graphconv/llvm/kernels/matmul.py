@@ -65,21 +65,12 @@ def _dot_block(kc: KernelContext, xs: list[ir.Value], ws: list[ir.Value], F: int
             row.append(kb.hsum(acc) if nvec else kb.fconst(0.0))
         sums.append(row)
     # the tail: narrower vectors, then a scalar
-    off = nvec * vw
-    lanes = vw // 2
-    while off < F:
-        while lanes > 1 and F - off < lanes:
-            lanes //= 2
-        if lanes > 1:
-            wv = [kb.vload(w, off, lanes) for w in ws]
-            xv = [kb.vload(x, off, lanes) for x in xs]
-            part = [[kb.hsum(kb.fmul(wv[r], xv[s])) for s in range(S)] for r in range(R)]
-            off += lanes
-        else:
-            wv = [kb.load(w, off) for w in ws]
-            xv = [kb.load(x, off) for x in xs]
-            part = [[kb.fmul(wv[r], xv[s]) for s in range(S)] for r in range(R)]
-            off += 1
+    for off, lanes in kb.tail_chunks(nvec * vw, F):
+        wv = [kb.load_n(w, off, lanes) for w in ws]
+        xv = [kb.load_n(x, off, lanes) for x in xs]
+        part = [[kb.fmul(wv[r], xv[s]) for s in range(S)] for r in range(R)]
+        if lanes:
+            part = [[kb.hsum(p) for p in row] for row in part]
         sums = [[kb.fadd(sums[r][s], part[r][s]) for s in range(S)] for r in range(R)]
     return sums
 

@@ -388,18 +388,9 @@ def _reduce_flat(kb: KB, ptr: ir.Value, count: int, red: Reduction) -> ir.Value:
         acc = red.combine(kb, acc, accs[u])
     horizontal = kb.hmax if red.kind == "max" else kb.hsum
     total = horizontal(acc) if nvec else red.init(kb, None)
-    off = nvec * vw
-    lanes = vw // 2
-    while off < count:
-        while lanes > 1 and count - off < lanes:
-            lanes //= 2
-        if lanes > 1:
-            part = horizontal(kb.vload(ptr, off, lanes))
-        else:
-            part = kb.load(ptr, off)
-            lanes = 1
-        total = red.combine(kb, total, part)
-        off += lanes
+    for off, lanes in kb.tail_chunks(nvec * vw, count):
+        part = kb.load_n(ptr, off, lanes)
+        total = red.combine(kb, total, horizontal(part) if lanes else part)
     return total
 
 
