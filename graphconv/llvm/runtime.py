@@ -201,31 +201,37 @@ class LLVMModel(Model):
                 raise InputError(f"input '{v.name}' has {arr.nbytes} bytes, expected {want}")
         return ordered, batch
 
+    def _buffers(self, arrays: list[np.ndarray], batch: int, layout: Layout):
+        """The output arrays the code writes (by output name) and the input and output pointer tables. The tables
+        hold raw addresses: the caller keeps the arrays alive while the code may run."""
+        dt = np.dtype(self.dtype)
+        outs = {name: np.empty(v.type.concrete(batch), dt) for name, v in self.optimized.graph.outputs.items()
+                if layout.output_slots.get(name) == name}
+        in_ptrs = (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
+        out_ptrs = (ctypes.c_void_p * max(1, len(outs)))(*[a.ctypes.data for a in outs.values()])
+        return outs, in_ptrs, out_ptrs
+
+    def _launch(self, entry, in_ptrs, out_ptrs, batch: int) -> None:
+        """Run `entry` once on this batch, on the workers when the work is worth waking them. Call with the lock
+        held (the arena and barrier are shared)."""
+        arena = self._arenas.get(batch)
+        if arena is None:
+            arena = aligned_empty(max(64, self.layout.arena_bytes(batch, self.threads)))
+            self._arenas = {batch: arena}  # keep the last size only
+        args = (ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), arena.ctypes.data, self.blob.ctypes.data,
+                batch)
+        barrier = self._barrier.ctypes.data
+        if self._workers is None or self.flops_per_sample * batch < self.min_parallel_flops:
+            entry(*args, 0, 1, barrier)
+        else:
+            self._workers.run(entry, args, self.threads, barrier)
+
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         arrays, batch = self._check(inputs)
-        dt = np.dtype(self.dtype)
         g = self.optimized.graph
-        outs: dict[str, np.ndarray] = {}
-        slots = []
-        for name, v in g.outputs.items():
-            shape = v.type.concrete(batch)
-            if self.layout.output_slots.get(name) == name:
-                outs[name] = np.empty(shape, dt)
-                slots.append(outs[name])
-        in_ptrs = (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
-        out_ptrs = (ctypes.c_void_p * max(1, len(slots)))(*[a.ctypes.data for a in slots])
+        outs, in_ptrs, out_ptrs = self._buffers(arrays, batch, self.layout)
         with self._lock:
-            arena = self._arenas.get(batch)
-            if arena is None:
-                arena = aligned_empty(max(64, self.layout.arena_bytes(batch, self.threads)))
-                self._arenas = {batch: arena}  # keep the last size only
-            args = (ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), arena.ctypes.data,
-                    self.blob.ctypes.data, batch)
-            barrier = self._barrier.ctypes.data
-            if self._workers is None or self.flops_per_sample * batch < self.min_parallel_flops:
-                self._entry(*args, 0, 1, barrier)
-            else:
-                self._workers.run(self._entry, args, self.threads, barrier)
+            self._launch(self._entry, in_ptrs, out_ptrs, batch)
         # outputs that are the same value as another, or a graph input or parameter
         for name, v in g.outputs.items():
             if name in outs:
@@ -236,7 +242,8 @@ class LLVMModel(Model):
             elif v.kind == "input":
                 outs[name] = arrays[[x.name for x in g.inputs].index(v.name)].copy()
             else:
-                outs[name] = np.asarray(self.optimized.weights.get(v.name, g.params[v.name].data), dt).copy()
+                outs[name] = np.asarray(self.optimized.weights.get(v.name, g.params[v.name].data),
+                                        self.dtype).copy()
         return {name: outs[name] for name in g.outputs}
 
     def profile(self, inputs: Mapping[str, Any], repeat: int = 20) -> list[tuple[str, float]]:
@@ -245,7 +252,7 @@ class LLVMModel(Model):
         duration of the whole run)."""
         import time
 
-        if getattr(self, "_profiled", None) is None:
+        if self._profiled is None:
             compiled = compile_graph(self.optimized.graph, self.optimized.weights, dtype=self.dtype,
                                      target=self.target, llvm_opt=self._llvm_opt, use_cache=self._use_cache,
                                      profile=True)
@@ -255,25 +262,12 @@ class LLVMModel(Model):
             self._profiled = (code, _ENTRY(code.entry), stamps, compiled.layout)
         code, entry, stamps, layout = self._profiled
         arrays, batch = self._check(inputs)
-        dt = np.dtype(self.dtype)
-        g = self.optimized.graph
-        slots = [np.empty(v.type.concrete(batch), dt) for name, v in g.outputs.items()
-                 if layout.output_slots.get(name) == name]
-        in_ptrs = (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
-        out_ptrs = (ctypes.c_void_p * max(1, len(slots)))(*[a.ctypes.data for a in slots])
+        outs, in_ptrs, out_ptrs = self._buffers(arrays, batch, layout)  # `outs` must outlive the runs below
         per_layer = []
         with self._lock:
-            arena = aligned_empty(max(64, layout.arena_bytes(batch, self.threads)))
-            args = (ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), arena.ctypes.data, self.blob.ctypes.data,
-                    batch)
-            barrier = self._barrier.ctypes.data
-            parallel = self._workers is not None and self.flops_per_sample * batch >= self.min_parallel_flops
             for _ in range(repeat + 2):
                 t0 = time.perf_counter()
-                if parallel:
-                    self._workers.run(entry, args, self.threads, barrier)
-                else:
-                    entry(*args, 0, 1, barrier)
+                self._launch(entry, in_ptrs, out_ptrs, batch)
                 wall = time.perf_counter() - t0
                 ticks = list(stamps)
                 start, ends = ticks[-1], ticks[:-1]
@@ -283,7 +277,8 @@ class LLVMModel(Model):
                     row.append((t - prev) / total * wall * 1e3)
                     prev = t
                 per_layer.append(row)
-        med = np.median(np.array(per_layer[2:]), axis=0)
+        del outs
+        med = np.median(np.array(per_layer[2:]), axis=0)  # the first two runs warm up
         return list(zip(layout.layer_names, (float(x) for x in med)))
 
     def __del__(self):

@@ -274,3 +274,12 @@ def test_split_epilogues_with_window_steps_and_broadcasts(add_first):
     from .helpers import check
 
     check(_hand_written_epilogue(add_first), levels=(0,))
+
+
+def test_profile_times_every_layer():
+    net = _net()
+    model = graphconv.compile(net, backend="llvm", threads=2, opt_level=0)
+    layers = model.profile({"x": _x()}, repeat=3)
+    assert [name for name, _ in layers] == ["bn (batchnorm)", "act (sigmoid)", "sum (add)"]
+    assert all(ms >= 0 for _, ms in layers) and sum(ms for _, ms in layers) > 0
+    np.testing.assert_allclose(model(_x())["y"], _reference(net, _x())["y"], rtol=1e-5, atol=1e-6)
