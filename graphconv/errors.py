@@ -126,3 +126,8 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A 'did you mean' hint for a misspelt name, or None when nothing is close."""
     close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
+
+
+class TrainingError(GraphconvError):
+    """A network cannot be trained as asked (an op without a gradient rule, a loss on the wrong output), or training
+    stopped (bad data, a divergent loss)."""

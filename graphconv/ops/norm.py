@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Init
+from ..errors import OpError
 from .schema import Attr, Bool, Float, Int, OpDef, ParamSpec, expect_rank, register
 
 
@@ -53,6 +54,19 @@ class BatchNorm(OpDef):
         if attrs["affine"]:
             y = y * ps["weight"].reshape(shape) + ps["bias"].reshape(shape)
         return y.astype(x.dtype, copy=False)
+
+    def gradient(self, node, dy, gb):
+        # a training graph only keeps batchnorm nodes that use their running statistics (frozen); the others
+        # became bn_train (graphconv.train.autodiff)
+        if gb.wants("weight"):
+            raise OpError("the weight of a batchnorm that uses its running statistics cannot be trained")
+        out = {}
+        if gb.wants(0):
+            w = [node.params["weight"]] if node.attrs["affine"] else []
+            out[0] = gb.op("bn_frozen_grad", [dy, node.params["running_var"], *w], eps=node.attrs["eps"])
+        if gb.wants("bias"):
+            out["bias"] = gb.op("reduce_sum", [dy], axes=[0, *range(2, dy.type.rank)])
+        return out
 
     def channel_affine(self, attrs, ps):
         scale = 1.0 / np.sqrt(np.asarray(ps["running_var"], np.float64) + attrs["eps"])

@@ -411,6 +411,15 @@ class OpDef:
         computing the op of x·scale + shift per input channel (float64, with a "bias"). None when the op cannot."""
         return None
 
+    # ---- training ----
+    def gradient(self, node: Any, dy: Any, gb: Any) -> dict[int | str, Any]:
+        """Reverse mode (graphconv.train.autodiff): `dy` is the loss's gradient with respect to `node.output` (a
+        Value of its type). Return the gradients of the inputs this op can differentiate, keyed by data-input
+        position (int) or parameter role (str), as Values built with `gb.op(...)`. Ask `gb.wants(key)` first and
+        leave out what nobody needs (a frozen weight, the network's input). Ops without a rule raise."""
+        from ..errors import GraphconvError
+        raise GraphconvError(f"op '{self.name}' has no gradient rule")
+
     def to_onnx(self, node: Any, e: Any) -> None:
         """Emit standard ONNX nodes computing `node` (an IR node of this op) through the emitter `e` of
         graphconv.onnx.export: `e.value(v)` is the ONNX name of an IR value (inputs, parameters, earlier nodes),

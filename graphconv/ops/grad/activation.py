@@ -1,0 +1,1 @@
+"""Gradient ops of the activation family (in progress)."""

@@ -1,0 +1,1 @@
+"""Gradient ops of the conv family (in progress)."""

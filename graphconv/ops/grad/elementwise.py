@@ -1,0 +1,1 @@
+"""Gradient ops of the elementwise family (in progress)."""

@@ -1,0 +1,1 @@
+"""Gradient ops of the lrn family (in progress)."""

@@ -1,0 +1,1 @@
+"""Gradient ops of the pool family (in progress)."""

@@ -1,0 +1,1 @@
+"""Gradient ops of the resize family (in progress)."""

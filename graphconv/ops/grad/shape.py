@@ -1,0 +1,1 @@
+"""Gradient ops of the shape family (in progress)."""
