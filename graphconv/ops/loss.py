@@ -48,6 +48,7 @@ class LossOp(OpDef):
 @register
 class SoftmaxCrossEntropy(LossOp):
     name = "softmax_cross_entropy"
+    training_only = True
     doc = ("scale · mean over the batch of -Σ t'·log_softmax(logits), logits and targets [N, classes]; targets "
            "are class probabilities (one-hot), smoothed as t' = t·(1 - label_smoothing) + label_smoothing/classes "
            "(PyTorch's CrossEntropyLoss)")
@@ -89,6 +90,7 @@ def _onnx_smoothed(e, node, z: str, t: str) -> str:
 @register
 class SoftmaxCrossEntropyGrad(OpDef):
     name = "softmax_cross_entropy_grad"
+    training_only = True
     doc = "gradient of softmax_cross_entropy with respect to the logits: scale·(softmax(z)·Σt' - t')/N"
     inputs = ("logits", "target")
     attrs = SoftmaxCrossEntropy.attrs
@@ -116,6 +118,7 @@ class SoftmaxCrossEntropyGrad(OpDef):
 @register
 class MseLoss(LossOp):
     name = "mse_loss"
+    training_only = True
     doc = "scale · mean of (prediction - target)² over all elements (PyTorch's MSELoss)"
     attrs = (Attr("scale", Float(), 1.0, "the loss's weight in the total"),)
 
@@ -139,6 +142,7 @@ class MseLoss(LossOp):
 @register
 class MseLossGrad(OpDef):
     name = "mse_loss_grad"
+    training_only = True
     doc = "gradient of mse_loss with respect to the prediction: 2·scale·(prediction - target)/numel"
     inputs = ("prediction", "target")
     attrs = MseLoss.attrs

@@ -40,6 +40,7 @@ def _decayed(e, g: str, w: str, wd: float) -> str:
 @register
 class SgdStep(Update):
     name = "sgd_step"
+    training_only = True
     doc = "plain SGD: w - lr·(g + weight_decay·w)"
     inputs = ("w", "g", "lr")
     attrs = (WD,)
@@ -56,6 +57,7 @@ class SgdStep(Update):
 @register
 class SgdBuffer(Update):
     name = "sgd_buffer"
+    training_only = True
     doc = "SGD's momentum buffer: momentum·buf + g + weight_decay·w"
     inputs = ("buf", "g", "w")
     attrs = (MOMENTUM, WD)
@@ -73,6 +75,7 @@ class SgdBuffer(Update):
 @register
 class SgdMomentumStep(Update):
     name = "sgd_momentum_step"
+    training_only = True
     doc = "SGD with momentum, given the new buffer: w - lr·buf' (or lr·(g + wd·w + momentum·buf'), Nesterov)"
     inputs = ("w", "g", "buf", "lr")
     attrs = (MOMENTUM, WD, Attr("nesterov", Bool(), False))
@@ -94,6 +97,7 @@ class SgdMomentumStep(Update):
 @register
 class AdamMoment(Update):
     name = "adam_moment"
+    training_only = True
     doc = "an Adam moment: beta·m + (1 - beta)·g' (g'² with square=true), g' = g + weight_decay·w"
     inputs = ("m", "g", "w")
     attrs = (Attr("beta", Float(min=0.0, max=1.0)), Attr("square", Bool(), False), WD)
@@ -118,6 +122,7 @@ class AdamMoment(Update):
 @register
 class AdamStep(Update):
     name = "adam_step"
+    training_only = True
     doc = ("Adam's update from the new moments: w·(1 - lr·wd) - lr/(1-β1^t)·m/(sqrt(v)/sqrt(1-β2^t) + eps), the "
            "decay term only for AdamW (decoupled=true)")
     inputs = ("w", "m", "v", "lr", "step")

@@ -304,6 +304,7 @@ class OpDef:
     window_step: bool = False  # a window reduction a producer may apply to its output as it writes it (max pool)
     stochastic: bool = False  # draws random numbers in training (the optimizer never merges or fuses it then)
     passes_through: str | None = None  # "always" or "inference": then the op returns its input unchanged
+    training_only: bool = False  # added by the autodiff pass (gradients, losses, updates), never written in a spec
 
     # ---- attributes ----
     def attr(self, name: str) -> Attr:

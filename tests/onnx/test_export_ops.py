@@ -121,7 +121,8 @@ CASES = [
 
 
 def test_every_op_is_covered():
-    assert {op for _, op, _, _ in CASES} == set(REGISTRY)
+    # ops only training graphs hold are exported through the gradient tests (tests/train)
+    assert {op for _, op, _, _ in CASES} == {name for name, op in REGISTRY.items() if not op.training_only}
 
 
 def one_op_graph(op: str, shapes, attrs, dtype: str = "float32") -> Graph:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from graphconv.ops import REGISTRY
+from graphconv.ops.schema import OpDef
 
 from .helpers import close, randn, run, type_of
 
@@ -65,11 +66,25 @@ SWEEP = {
 }
 
 
+FORWARD = sorted(name for name, op in REGISTRY.items() if not op.training_only)
+TRAINING = sorted(name for name, op in REGISTRY.items() if op.training_only)
+
+
 def test_every_op_is_listed():
-    assert set(REGISTRY) == set(POSITIONAL) == set(SWEEP)
+    assert set(FORWARD) == set(POSITIONAL) == set(SWEEP)
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", TRAINING)
+def test_training_op_definition(name):
+    """Ops only the autodiff pass adds: documented, and every one maps to ONNX (training steps export)."""
+    op = REGISTRY[name]
+    assert op.name == name
+    assert op.doc and "\n" not in op.doc
+    assert op.fusion in FUSION_KINDS
+    assert type(op).to_onnx is not OpDef.to_onnx, f"{name} has no ONNX mapping"
+
+
+@pytest.mark.parametrize("name", FORWARD)
 def test_definition(name):
     op = REGISTRY[name]
     assert op.name == name
@@ -81,7 +96,7 @@ def test_definition(name):
             assert op.check_attrs({**SWEEP[name][0], a.name: a.default})[a.name] == a.default
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", FORWARD)
 def test_float32_and_float64(name):
     given, shapes = SWEEP[name]
     xs = [randn(2, *s, seed=i) for i, s in enumerate(shapes)]

@@ -62,6 +62,7 @@ def _check_stats(op: str, x: TensorType, stats: TensorType, arg: int) -> None:
 @register
 class BnStats(OpDef):
     name = "bn_stats"
+    training_only = True
     doc = "per-channel batch statistics [3, C]: mean, biased variance (normalization), unbiased variance (running)"
     fusion = "reduction"
 
@@ -95,6 +96,7 @@ class BnStats(OpDef):
 @register
 class BnTrain(OpDef):
     name = "bn_train"
+    training_only = True
     doc = "batchnorm with the batch's statistics: (x - mean)/sqrt(var + eps)·weight + bias"
     inputs = ("x", "stats")
     attrs = (EPS, Attr("affine", Bool(), True))
@@ -158,6 +160,7 @@ def _onnx_xhat(e, x: str, stats: str, eps: float, rank: int) -> str:
 @register
 class BnRunning(OpDef):
     name = "bn_running"
+    training_only = True
     doc = "a running statistic updated from the batch's: (1 - momentum)·running + momentum·batch (PyTorch)"
     inputs = ("running", "stats")
     attrs = (Attr("stat", Enum("mean", "var")), Attr("momentum", Float(min=0.0, max=1.0), 0.1))
@@ -185,6 +188,7 @@ class BnRunning(OpDef):
 @register
 class BnGradInput(OpDef):
     name = "bn_grad_input"
+    training_only = True
     doc = ("gradient of bn_train with respect to x, through the batch statistics: "
            "w/σ·(dy - mean(dy) - x̂·mean(dy·x̂)); the weight is the optional fourth input")
     inputs = ("dy", "x", "stats", "weight")
@@ -227,6 +231,7 @@ class BnGradInput(OpDef):
 @register
 class BnGradWeight(OpDef):
     name = "bn_grad_weight"
+    training_only = True
     doc = "gradient of bn_train with respect to its weight: Σ dy·x̂ per channel"
     inputs = ("dy", "x", "stats")
     attrs = (EPS,)
@@ -253,6 +258,7 @@ class BnGradWeight(OpDef):
 @register
 class BnFrozenGrad(OpDef):
     name = "bn_frozen_grad"
+    training_only = True
     doc = ("gradient of a batchnorm that uses its running statistics (frozen, or inference): dy·w/sqrt(var + eps); "
            "the weight is the optional third input")
     inputs = ("dy", "running_var", "weight")

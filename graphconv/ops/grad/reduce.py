@@ -12,6 +12,7 @@ from ..schema import Attr, Bool, IntList, OpDef, register
 @register
 class ReduceSum(OpDef):
     name = "reduce_sum"
+    training_only = True
     doc = "sum over `axes` (0 is the batch), dropped or kept as size 1 (keep=true)"
     attrs = (Attr("axes", IntList(min_len=1, min=0), doc="axes to sum over"),
              Attr("keep", Bool(), False, "keep the summed axes as size 1"))
