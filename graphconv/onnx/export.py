@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -44,8 +44,10 @@ class ExportError(GraphconvError):
 class Emitter:
     """What an op's `to_onnx` hook builds its ONNX nodes with (see OpDef.to_onnx)."""
 
-    def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray], opset: int, dtype: str):
+    def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray], opset: int, dtype: str,
+                 state: frozenset[str] = frozenset()):
         self.onnx = onnx
+        self.state = state  # parameters that are graph inputs (a training step's weights and optimizer state)
         self.graph = graph
         self.weights = weights
         self.opset = opset
@@ -74,7 +76,7 @@ class Emitter:
 
     def value(self, v: Value) -> str:
         """The ONNX name of an IR value; a parameter becomes an initializer on first use."""
-        if v.kind == "param" and v.name not in self.arrays:
+        if v.kind == "param" and v.name not in self.arrays and v.name not in self.state:
             self.arrays[v.name] = self.param_array(v)
         return v.name
 
@@ -83,6 +85,9 @@ class Emitter:
 
     def param_array(self, v: Value) -> np.ndarray:
         """The data of a parameter (fixed data written in the spec, else the weights), in the export dtype."""
+        if v.name in self.state:
+            raise ExportError(f"parameter '{v.name}' is an input of this model (training state); its values are "
+                              f"not known when exporting")
         p = self.graph.params[v.name]
         arr = p.data if p.data is not None else self.weights[v.name]
         return np.array(arr, dtype=self.np_dtype, order="C")
@@ -175,8 +180,10 @@ class Exported:
         return sum(a.nbytes for a in self.arrays.values())
 
 
-def emit_model(net_or_graph: Any, weights, opset: int, name: str | None, dtype: str | None) -> Exported:
-    """The ONNX graph of a network, its initializers still numpy arrays."""
+def emit_model(net_or_graph: Any, weights, opset: int, name: str | None, dtype: str | None,
+               state: Sequence[str] = ()) -> Exported:
+    """The ONNX graph of a network, its initializers still numpy arrays. Parameters named in `state` become graph
+    inputs (after the graph's own) instead of initializers: a training step feeds its current weights."""
     from ..ops import REGISTRY, epilogue
 
     opset = check_opset(opset)
@@ -186,7 +193,10 @@ def emit_model(net_or_graph: Any, weights, opset: int, name: str | None, dtype: 
         dtype = "float64" if "float64" in dtypes else "float32"
     if dtype not in _NP_DTYPES:
         raise ExportError(f"unknown dtype {dtype!r}; choose float32 or float64")
-    e = Emitter(graph, weights, opset, dtype)
+    unknown = [n for n in state if n not in graph.params]
+    if unknown:
+        raise ExportError(f"state {unknown[:3]} names no parameter of {graph.name}")
+    e = Emitter(graph, weights, opset, dtype, frozenset(state))
     for node in graph.nodes:
         op = REGISTRY.get(node.op)
         if op is None:
@@ -215,6 +225,7 @@ def emit_model(net_or_graph: Any, weights, opset: int, name: str | None, dtype: 
         out_names.add(target)
         outputs.append(e.value_info(target, v.type))
     inputs = [e.value_info(v.name, v.type) for v in graph.inputs]
+    inputs += [e.value_info(n, graph.params[n].value.type) for n in state]
     value_info = [e.value_info(n.output.name, n.output.type) for n in graph.nodes if n.output.name not in out_names]
     g = onnx.helper.make_graph(e.nodes, name or graph.name, inputs, outputs, value_info=value_info)
     opsets = [onnx.helper.make_opsetid("", opset)]
@@ -278,10 +289,11 @@ def _write_tensors(f, parts: Exported, location: str) -> None:
 
 
 def build_model(net_or_graph: Any, *, weights: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
-                opset: int = DEFAULT_OPSET, name: str | None = None, dtype: str | None = None):
-    """The ONNX ModelProto of a network, in memory (weights inline). Raises ExportError when the weights exceed
-    what one protobuf message can hold; export to a file then."""
-    return inline(emit_model(net_or_graph, weights, opset, name, dtype))
+                opset: int = DEFAULT_OPSET, name: str | None = None, dtype: str | None = None,
+                state: Sequence[str] = ()):
+    """The ONNX ModelProto of a network, in memory (weights inline; parameters in `state` as graph inputs). Raises
+    ExportError when the weights exceed what one protobuf message can hold; export to a file then."""
+    return inline(emit_model(net_or_graph, weights, opset, name, dtype, state))
 
 
 def tensor_bytes(model) -> int:
