@@ -83,33 +83,46 @@ class OnnxRunner:
 
     def __init__(self, tg: TrainingGraph, state: dict[str, np.ndarray], dtype: str, *, device: str = "cpu",
                  threads: int | None = None):
+        self.tg, self.dtype, self.device_name, self.threads = tg, dtype, device, threads
+        self.device = "cuda" if device == "cuda" else "cpu"
+        self.names = list(tg.updates)
+        # parameters the step reads but never changes (frozen weights) are initializers of the session
+        self.constants = {k: np.array(v, dtype=dtype) for k, v in state.items() if k not in tg.updates}
+        self.values: dict[str, Any] = {}
+        self._build(state)
+        self.set_state(state)
+
+    def _build(self, state) -> None:
         import onnxruntime as ort
 
         from ..onnx.export import build_model
         from ..onnx.runtime import choose_providers
 
-        self.tg, self.dtype = tg, dtype
-        self.names = list(tg.updates)
-        model = build_model(tg.graph, weights=state, dtype=dtype, state=self.names)
+        model = build_model(self.tg.graph, weights={**state, **self.constants}, dtype=self.dtype, state=self.names)
         so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(model.SerializeToString(), so, providers=choose_providers(device))
-        self.device = "cuda" if device == "cuda" else "cpu"
+        if self.threads:
+            so.intra_op_num_threads = int(self.threads)
+        self.session = ort.InferenceSession(model.SerializeToString(), so,
+                                            providers=choose_providers(self.device_name))
         self.outputs = [o.name for o in self.session.get_outputs()]
-        self.values: dict[str, Any] = {}
-        self.set_state(state)
 
     def set_state(self, values):
         import onnxruntime as ort
 
+        changed = {k: v for k, v in values.items() if k in self.constants
+                   and not np.array_equal(np.asarray(v, self.dtype), self.constants[k])}
+        if changed:  # new frozen values: they are baked into the session
+            self.constants.update({k: np.array(v, dtype=self.dtype) for k, v in changed.items()})
+            self._build({**self.get_state(), **values})
         for k in self.names:
             if k in values:
                 arr = np.ascontiguousarray(values[k], dtype=self.dtype)
                 self.values[k] = ort.OrtValue.ortvalue_from_numpy(arr, self.device, 0)
 
     def get_state(self):
-        return {k: v.numpy().copy() for k, v in self.values.items()}
+        out = {k: v.copy() for k, v in self.constants.items()}
+        out.update({k: v.numpy().copy() for k, v in self.values.items()})
+        return out
 
     def run(self, feed):
         io = self.session.io_binding()
