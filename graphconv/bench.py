@@ -154,9 +154,16 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="also print graphconv's K slowest layers per row (from a build that times each layer)")
+    p.add_argument("--train", action="store_true",
+                   help="time training steps beside PyTorch instead (lenet5 batch 64, resnet18 32x32 batch 32; "
+                        "needs torch)")
+    p.add_argument("--train-backend", default="llvm", choices=("llvm", "onnx", "reference"),
+                   help="graphconv backend of the training benchmark (default llvm)")
 
 
 def run(args) -> int:
+    if getattr(args, "train", False):
+        return run_train(args)
     batches = [int(b) for b in str(args.batch).split(",") if b.strip()]
     rows = []
     for model in args.models or ZOO:
@@ -165,6 +172,21 @@ def run(args) -> int:
             rows.append(row)
             if not args.json:
                 print(format_table([row]).splitlines()[-1] if len(rows) > 1 else format_table([row]), flush=True)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    return 0
+
+
+def run_train(args) -> int:
+    from .bench_train import TRAIN_MODELS, bench_train, format_train_table
+
+    rows = []
+    for model in args.models or list(TRAIN_MODELS):
+        row = bench_train(model, args.threads, args.min_time, args.train_backend)
+        rows.append(row)
+        if not args.json:
+            table = format_train_table([row])
+            print(table.splitlines()[-1] if len(rows) > 1 else table, flush=True)
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
     return 0
