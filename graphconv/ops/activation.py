@@ -35,12 +35,26 @@ class Unary(OpDef):
     def fn(self, x: np.ndarray, attrs: dict) -> np.ndarray:
         raise NotImplementedError
 
+    # The gradient rule: dy·f'(saved) by activation_grad (ops/grad/activation.py) with fn = this op's name.
+    grad_attrs: tuple[str, ...] | None = None  # attributes it passes on (alpha, min, max); None: no such rule
+    grad_from_output = False  # f' is cheapest from the output (sigmoid, tanh); else from the input
+
+    def gradient(self, node, dy, gb):
+        if self.grad_attrs is None:
+            return super().gradient(node, dy, gb)
+        if not gb.wants(0):
+            return {}
+        saved = node.output if self.grad_from_output else node.inputs[0]
+        attrs = {k: node.attrs[k] for k in self.grad_attrs}
+        return {0: gb.op("activation_grad", [dy, saved], fn=self.name, **attrs)}
+
 
 @register
 class Relu(Unary):
     name = "relu"
     doc = "max(x, 0)"
     onnx_op = "Relu"
+    grad_attrs = ()
 
     def fn(self, x, attrs):
         return np.maximum(x, 0)
@@ -55,6 +69,7 @@ class LeakyRelu(Unary):
     def onnx_attrs(self, attrs):
         return {"alpha": attrs["alpha"]}
     attrs = (Attr("alpha", Float(), 0.01, "slope for negative inputs"),)
+    grad_attrs = ("alpha",)
 
     def fn(self, x, attrs):
         return np.where(x >= 0, x, x * attrs["alpha"])
@@ -73,6 +88,7 @@ class Elu(Unary):
     def onnx_attrs(self, attrs):
         return {"alpha": attrs["alpha"]}
     attrs = (Attr("alpha", Float(), 1.0),)
+    grad_attrs = ("alpha",)
 
     def fn(self, x, attrs):
         return _elu(x, attrs["alpha"])
@@ -83,6 +99,7 @@ class Selu(Unary):
     name = "selu"
     doc = "scale·elu(x, alpha) with PyTorch's constants alpha ≈ 1.6733, scale ≈ 1.0507"
     onnx_op = "Selu"
+    grad_attrs = ()
 
     def onnx_attrs(self, attrs):
         return {"alpha": SELU_ALPHA, "gamma": SELU_SCALE}
@@ -96,6 +113,7 @@ class Sigmoid(Unary):
     name = "sigmoid"
     doc = "1 / (1 + exp(-x)), computed without overflow"
     onnx_op = "Sigmoid"
+    grad_attrs, grad_from_output = (), True
 
     def fn(self, x, attrs):
         e = np.exp(-np.abs(x))
@@ -107,6 +125,7 @@ class Tanh(Unary):
     name = "tanh"
     doc = "hyperbolic tangent"
     onnx_op = "Tanh"
+    grad_attrs, grad_from_output = (), True
 
     def fn(self, x, attrs):
         return np.tanh(x)
@@ -120,6 +139,7 @@ class Clip(Unary):
         Attr("min", Float(), None, "lower bound", optional=True),
         Attr("max", Float(), None, "upper bound", optional=True),
     )
+    grad_attrs = ("min", "max")
 
     def check_attr_combination(self, attrs):
         lo, hi = attrs["min"], attrs["max"]
@@ -163,6 +183,12 @@ class AxisUnary(Unary):
     def onnx_attrs(self, attrs):
         return {"axis": attrs["axis"]}
 
+    def gradient(self, node, dy, gb):
+        if not gb.wants(0):
+            return {}
+        return {0: gb.op("softmax_grad", [dy, node.output], axis=node.attrs["axis"],
+                         log=self.name == "log_softmax")}
+
 
 @register
 class Softmax(AxisUnary):
@@ -205,6 +231,15 @@ class Dropout(Unary):
             return x.copy()
         keep = ctx.rng.random(x.shape) >= rate
         return np.where(keep, x * (1.0 / (1.0 - rate)), 0).astype(x.dtype, copy=False)
+
+    def gradient(self, node, dy, gb):
+        """The identity's gradient when rate is 0. Training graphs never get here with a rate: the autodiff pass
+        has made such a dropout a product with a mask input (mul's rule)."""
+        if node.attrs["rate"] != 0.0:
+            from ..errors import TrainingError
+            raise TrainingError(f"dropout '{node.name}' (rate {node.attrs['rate']:g}) has no fixed mask; "
+                                "differentiate() puts the graph in training mode, which gives it one")
+        return {0: dy} if gb.wants(0) else {}
 
     def to_onnx(self, node, e):
         # inference: Dropout with training_mode off is the identity (kept as Dropout to preserve the rate)

@@ -181,6 +181,22 @@ class Conv2d(OpDef):
             y = y + ps["bias"].reshape(1, o, 1, 1)
         return y.astype(x.dtype, copy=False)
 
+    def gradient(self, node, dy, gb):
+        """dx is a transposed convolution of dy, the weight's gradient correlates x with dy (both undo `flip`), the
+        bias's sums dy over all but the channels."""
+        a = node.attrs
+        x, w = node.inputs[0], node.params["weight"]
+        geometry = dict(stride=a["stride"], padding=a["padding"], dilation=a["dilation"], groups=a["groups"],
+                        flip=a["flip"])
+        out = {}
+        if gb.wants(0):
+            out[0] = gb.op("conv2d_grad_input", [dy, w], size=x.type.shape[2:], **geometry)
+        if gb.wants("weight"):
+            out["weight"] = gb.op("conv2d_grad_weight", [x, dy], kernel=a["kernel"], **geometry)
+        if gb.wants("bias"):
+            out["bias"] = gb.op("reduce_sum", [dy], axes=[0, 2, 3])
+        return out
+
     def to_onnx(self, node, e):
         a = node.attrs
         w = node.params["weight"]
@@ -309,14 +325,45 @@ class ConvTranspose2d(OpDef):
             y = y + ps["bias"].reshape(1, o, 1, 1)
         return y.astype(x.dtype, copy=False)
 
+    def gradient(self, node, dy, gb):
+        """conv_transpose2d is the adjoint of a conv2d with the same weight and geometry, so its input's gradient is
+        that conv2d of dy, and its weight's gradient is conv2d's weight gradient with the roles of x and dy swapped."""
+        a = node.attrs
+        x, w = node.inputs[0], node.params["weight"]
+        geometry = dict(stride=a["stride"], padding=a["padding"], dilation=a["dilation"], groups=a["groups"])
+        out = {}
+        if gb.wants(0):
+            out[0] = gb.op("conv_transpose2d_grad_input", [dy, w], size=x.type.shape[2:], **geometry)
+        if gb.wants("weight"):
+            out["weight"] = gb.op("conv2d_grad_weight", [dy, x], kernel=a["kernel"], **geometry)
+        if gb.wants("bias"):
+            out["bias"] = gb.op("reduce_sum", [dy], axes=[0, 2, 3])
+        return out
+
     def to_onnx(self, node, e):
         a = node.attrs
         ins = [e.value(node.inputs[0]), e.value(node.params["weight"])]
         if "bias" in node.params:
             ins.append(e.value(node.params["bias"]))
-        e.add_node("ConvTranspose", ins, e.out(node), kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
-                   pads=list(a["padding"]), output_padding=list(a["output_padding"]),
-                   dilations=list(a["dilation"]), group=a["groups"])
+        geometry = dict(kernel_shape=list(a["kernel"]), strides=list(a["stride"]), dilations=list(a["dilation"]),
+                        group=a["groups"])
+        out_pad = a["output_padding"]
+        if all(p < s for p, s in zip(out_pad, a["stride"])):
+            e.add_node("ConvTranspose", ins, e.out(node), pads=list(a["padding"]), output_padding=list(out_pad),
+                       **geometry)
+            return
+        # onnxruntime rejects output_padding >= stride (allowed below the dilation): the zeros output_padding appends
+        # are cropped first by the bottom/right padding, and what remains of them is appended with Pad; the bias
+        # comes last, as it covers those rows too
+        top, left, bottom, right = a["padding"]
+        y = e.add_node("ConvTranspose", ins[:2], pads=[top, left, max(bottom - out_pad[0], 0),
+                                                       max(right - out_pad[1], 0)], **geometry)
+        pads = e.ints([0, 0, 0, 0, 0, 0, max(out_pad[0] - bottom, 0), max(out_pad[1] - right, 0)], "pads")
+        if len(ins) == 2:
+            e.add_node("Pad", [y, pads], e.out(node), mode="constant")
+            return
+        bias = e.add_node("Reshape", [ins[2], e.ints([-1, 1, 1], "shape")])
+        e.add_node("Add", [e.add_node("Pad", [y, pads], mode="constant"), bias], e.out(node))
 
     def macs(self, attrs, in_types, out_type):
         _, c, h, w = in_types[0].shape

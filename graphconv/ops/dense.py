@@ -71,6 +71,19 @@ class Dense(OpDef):
             y = y + ps["bias"]
         return y.astype(x.dtype, copy=False)
 
+    def gradient(self, node, dy, gb):
+        """dx = dy·weight and dweight = dyᵀ·x over the channels (axis 1; channel_matmul sums its positions too),
+        dbias = dy summed over all but the channels."""
+        x, w = node.inputs[0], node.params["weight"]
+        out = {}
+        if gb.wants(0):
+            out[0] = gb.op("dense_grad_input", [dy, w])
+        if gb.wants("weight"):
+            out["weight"] = gb.op("dense_grad_weight", [x, dy])
+        if gb.wants("bias"):
+            out["bias"] = gb.op("reduce_sum", [dy], axes=[0, *range(2, dy.type.rank)])
+        return out
+
     def to_onnx(self, node, e):
         ins = [e.value(node.inputs[0]), e.value(node.params["weight"])]
         if "bias" in node.params:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import OpError
-from ..ir.graph import TensorType
+from ..ir.graph import TensorType, Value
 from .schema import Attr, Int, OpDef, register, same_dtype
 
 
@@ -24,6 +24,19 @@ def broadcast_shape(op: str, in_types) -> tuple:
                           f"{' vs '.join(str(d) for d in dims)})")
         out.append(dims[0] if dims else 1)
     return tuple(out)
+
+
+def sum_to(gb, g: Value, like: Value) -> Value:
+    """The gradient `g` (of the broadcast result's shape) summed back to the shape of operand `like`: over the
+    leading axes `like` lacks, and over the axes where it has size 1 and the result does not."""
+    out, want = g.type.shape, like.type.shape
+    lead = len(out) - len(want)
+    ones = [lead + i for i, d in enumerate(want) if d == 1 and out[lead + i] != 1]
+    if ones:
+        g = gb.op("reduce_sum", [g], axes=ones, keep=True)
+    if lead:
+        g = gb.op("reduce_sum", [g], axes=list(range(lead)))
+    return g
 
 
 class Broadcast(OpDef):
@@ -84,6 +97,9 @@ class Add(Broadcast):
     def combine(self, a, b):
         return a + b
 
+    def gradient(self, node, dy, gb):
+        return {i: sum_to(gb, dy, x) for i, x in enumerate(node.inputs) if gb.wants(i)}
+
 
 @register
 class Mul(Broadcast):
@@ -95,6 +111,11 @@ class Mul(Broadcast):
     def combine(self, a, b):
         return a * b
 
+    def gradient(self, node, dy, gb):
+        # dy times every other operand; dy has the result's full shape, so the product does too
+        return {i: sum_to(gb, gb.op("mul", [dy, *node.inputs[:i], *node.inputs[i + 1:]]), x)
+                for i, x in enumerate(node.inputs) if gb.wants(i)}
+
 
 @register
 class Sub(Binary):
@@ -104,6 +125,15 @@ class Sub(Binary):
 
     def combine(self, a, b):
         return a - b
+
+    def gradient(self, node, dy, gb):
+        a, b = node.inputs
+        out = {}
+        if gb.wants(0):
+            out[0] = sum_to(gb, dy, a)
+        if gb.wants(1):
+            out[1] = gb.op("neg", [sum_to(gb, dy, b)])  # negated after the sum: fewer elements
+        return out
 
 
 @register
@@ -115,6 +145,17 @@ class Div(Binary):
     def combine(self, a, b):
         with np.errstate(divide="ignore", invalid="ignore"):
             return a / b
+
+    def gradient(self, node, dy, gb):
+        # d(a/b)/da = 1/b and d(a/b)/db = -a/b² = -(1/b)·y: both start from dy/b
+        a, b = node.inputs
+        if not (gb.wants(0) or gb.wants(1)):
+            return {}
+        da = gb.op("div", [dy, b])
+        out = {0: sum_to(gb, da, a)} if gb.wants(0) else {}
+        if gb.wants(1):
+            out[1] = gb.op("neg", [sum_to(gb, gb.op("mul", [da, node.output]), b)])
+        return out
 
 
 @register
@@ -165,6 +206,16 @@ class Concat(OpDef):
 
     def to_onnx(self, node, e):
         e.add_node("Concat", [e.value(v) for v in node.inputs], e.out(node), axis=node.attrs["axis"])
+
+    def gradient(self, node, dy, gb):
+        """Each input's part of dy: a slice along the axis."""
+        axis, start, out = node.attrs["axis"], 0, {}
+        for i, x in enumerate(node.inputs):
+            size = int(x.type.shape[axis])
+            if gb.wants(i):
+                out[i] = gb.op("slice", [dy], start=start, end=start + size, axis=axis)
+            start += size
+        return out
 
 
 def _listing(in_types) -> str:

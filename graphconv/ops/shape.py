@@ -15,6 +15,17 @@ def _per_sample(t: TensorType) -> tuple[int, ...]:
     return tuple(int(d) for d in t.shape[1:])
 
 
+def _reshape_back(node, dy, gb) -> dict:
+    """Gradient of an op that only reshapes: dy reshaped to the input's shape."""
+    if not gb.wants(0):
+        return {}
+    x = node.inputs[0]
+    if x.type.rank == 1:
+        # an [N] input: reshape cannot target an empty per-sample shape, but summing dy's size-1 axes gives [N]
+        return {0: gb.op("reduce_sum", [dy], axes=list(range(1, dy.type.rank)))}
+    return {0: gb.op("reshape", [dy], shape=list(_per_sample(x.type)))}
+
+
 def _expect_min_rank(op: str, t: TensorType, rank: int) -> None:
     if t.rank < rank:
         raise OpError(f"{op} expects an input of rank {rank} or more, got {t}", arg=0)
@@ -37,6 +48,9 @@ class Identity(OpDef):
     def to_onnx(self, node, e):
         e.add_node("Identity", [e.value(node.inputs[0])], e.out(node))
 
+    def gradient(self, node, dy, gb):
+        return {0: dy} if gb.wants(0) else {}
+
 
 @register
 class Flatten(OpDef):
@@ -54,6 +68,9 @@ class Flatten(OpDef):
 
     def to_onnx(self, node, e):
         e.add_node("Flatten", [e.value(node.inputs[0])], e.out(node), axis=1)
+
+    def gradient(self, node, dy, gb):
+        return _reshape_back(node, dy, gb)
 
 
 @register
@@ -100,6 +117,9 @@ class Reshape(OpDef):
         shape = e.ints([0, *node.attrs["shape"]], "shape")  # 0 keeps the batch dimension
         e.add_node("Reshape", [e.value(node.inputs[0]), shape], e.out(node))
 
+    def gradient(self, node, dy, gb):
+        return _reshape_back(node, dy, gb)
+
 
 @register
 class Transpose(OpDef):
@@ -132,6 +152,14 @@ class Transpose(OpDef):
 
     def to_onnx(self, node, e):
         e.add_node("Transpose", [e.value(node.inputs[0])], e.out(node), perm=list(node.attrs["perm"]))
+
+    def gradient(self, node, dy, gb):
+        if not gb.wants(0):
+            return {}
+        inverse = [0] * len(node.attrs["perm"])
+        for i, p in enumerate(node.attrs["perm"]):
+            inverse[p] = i
+        return {0: gb.op("transpose", [dy], perm=inverse)}
 
 
 INT64_MIN = -(1 << 63)
@@ -195,6 +223,14 @@ class Slice(OpDef):
         e.add_node("Slice", [e.value(node.inputs[0]), e.ints([a["start"]], "starts"), e.ints([end], "ends"),
                              e.ints([a["axis"]], "axes"), e.ints([a["step"]], "steps")], e.out(node))
 
+    def gradient(self, node, dy, gb):
+        if not gb.wants(0):
+            return {}
+        a = node.attrs
+        size = int(node.inputs[0].type.shape[a["axis"]])
+        return {0: gb.op("slice_grad", [dy], axis=a["axis"], size=size, start=a["start"], end=a["end"],
+                         step=a["step"])}
+
 
 @register
 class Pad(OpDef):
@@ -240,3 +276,8 @@ class Pad(OpDef):
             ins.append("")
         ins.append(e.ints([2, 3], "axes"))
         e.add_node("Pad", ins, e.out(node), mode=mode)
+
+    def gradient(self, node, dy, gb):
+        if not gb.wants(0):
+            return {}
+        return {0: gb.op("pad_grad", [dy], pads=list(node.attrs["pads"]), mode=node.attrs["mode"])}
