@@ -112,6 +112,11 @@ class Lrn(OpDef):
         total = np.lib.stride_tricks.sliding_window_view(sq, size, axis=1).sum(axis=-1)
         return (x / (attrs["bias"] + attrs["alpha"] / size * total) ** attrs["beta"]).astype(x.dtype, copy=False)
 
+    def gradient(self, node, dy, gb):
+        if not gb.wants(0):
+            return {}
+        return {0: gb.op("lrn_grad", [dy, node.inputs[0]], **node.attrs)}
+
     def to_onnx(self, node, e):
         a = node.attrs
         if a["size"] % 2 == 0:  # valid ONNX, but onnxruntime's LRN takes odd sizes only: spell it out

@@ -18,17 +18,10 @@ CEIL_MODE = Attr("ceil_mode", Bool(), False, "round the output size up; a last w
 DILATION = Attr("dilation", Ints(2), (1, 1))
 
 
-class Pool(OpDef):
-    blocked_layout = True
-    """A sliding-window pool. Subclasses give `fill` (the value the padding and the ceil_mode overhang read) and
-    `reduce` (windows [N, C, OH, OW, KH, KW] -> [N, C, OH, OW])."""
-
-    fusion = "out_fusable"
-    fill = 0.0
-
-    def fill_value(self, attrs) -> float:
-        """What the padding and the ceil_mode overhang read."""
-        return self.fill
+class WindowGeometry:
+    """Where the windows of a sliding-window pool lie, from its resolved attributes (kernel, stride, explicit
+    padding, dilation when the op has it, ceil_mode). Shared by the pools and their gradient ops
+    (graphconv/ops/grad/pool.py), so both see exactly the same windows."""
 
     @staticmethod
     def _dilation(attrs) -> tuple[int, int]:
@@ -37,6 +30,40 @@ class Pool(OpDef):
     def _extent(self, attrs) -> tuple[int, int]:
         (kh, kw), (dh, dw) = attrs["kernel"], self._dilation(attrs)
         return (kh - 1) * dh + 1, (kw - 1) * dw + 1
+
+    def _out_hw(self, attrs, h: int, w: int) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["stride"], self._dilation(attrs)
+        top, left, bottom, right = attrs["padding"]
+        return (window_out(h, kh, sh, top, bottom, dh, attrs["ceil_mode"]),
+                window_out(w, kw, sw, left, right, dw, attrs["ceil_mode"]))
+
+    def overhang_pads(self, attrs, h: int, w: int) -> tuple[int, int, int, int]:
+        """The padding (top, left, bottom, right) with bottom and right grown to cover the ceil_mode overhang: a
+        convolution with these pads (and no ceil_mode) sees the same windows."""
+        oh, ow = self._out_hw(attrs, h, w)
+        top, left, bottom, right = attrs["padding"]
+        (sh, sw), (eh, ew) = attrs["stride"], self._extent(attrs)
+        return top, left, max(bottom, (oh - 1) * sh + eh - h - top), max(right, (ow - 1) * sw + ew - w - left)
+
+    def padded_windows(self, attrs, x: np.ndarray, fill: float) -> np.ndarray:
+        """Views [N, C, OH, OW, KH, KW] of x padded with `fill`, including the overhang of ceil_mode windows."""
+        oh, ow = self._out_hw(attrs, x.shape[2], x.shape[3])
+        top, left, bottom, right = self.overhang_pads(attrs, x.shape[2], x.shape[3])
+        xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=fill)
+        return sliding_windows(xp, attrs["kernel"], attrs["stride"], self._dilation(attrs), (oh, ow))
+
+
+class Pool(WindowGeometry, OpDef):
+    """A sliding-window pool. Subclasses give `fill` (the value the padding and the ceil_mode overhang read) and
+    `reduce` (windows [N, C, OH, OW, KH, KW] -> [N, C, OH, OW])."""
+
+    blocked_layout = True
+    fusion = "out_fusable"
+    fill = 0.0
+
+    def fill_value(self, attrs) -> float:
+        """What the padding and the ceil_mode overhang read."""
+        return self.fill
 
     def resolve(self, attrs, in_types):
         x = in_types[0]
@@ -51,12 +78,6 @@ class Pool(OpDef):
             raise OpError(f"{self.name}: padding {list(a['padding'])} is more than half the {eh}×{ew} window "
                           f"(at most {eh // 2} rows and {ew // 2} columns per side)", attr="padding")
         return a
-
-    def _out_hw(self, attrs, h: int, w: int) -> tuple[int, int]:
-        (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["stride"], self._dilation(attrs)
-        top, left, bottom, right = attrs["padding"]
-        return (window_out(h, kh, sh, top, bottom, dh, attrs["ceil_mode"]),
-                window_out(w, kw, sw, left, right, dw, attrs["ceil_mode"]))
 
     def infer(self, attrs, in_types):
         x = in_types[0]
@@ -73,10 +94,7 @@ class Pool(OpDef):
     def windows(self, attrs, x: np.ndarray) -> np.ndarray:
         """Views [N, C, OH, OW, KH, KW] of x padded with `fill_value`, including the overhang of ceil_mode
         windows."""
-        oh, ow = self._out_hw(attrs, x.shape[2], x.shape[3])
-        top, left, bottom, right = self.overhang_pads(attrs, x.shape[2], x.shape[3])
-        xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=self.fill_value(attrs))
-        return sliding_windows(xp, attrs["kernel"], attrs["stride"], self._dilation(attrs), (oh, ow))
+        return self.padded_windows(attrs, x, self.fill_value(attrs))
 
     def reference(self, attrs, xs, ps, ctx):
         x = xs[0]
@@ -89,16 +107,46 @@ class Pool(OpDef):
         return dict(kernel_shape=list(attrs["kernel"]), strides=list(attrs["stride"]), pads=list(attrs["padding"]),
                     ceil_mode=int(attrs["ceil_mode"]))
 
+    def onnx_pool(self, node, e, op_type: str, out: str | None, **attrs) -> str:
+        """An ONNX pool (MaxPool, AveragePool, LpPool) on the node's input. ONNX shape inference keeps a ceil_mode
+        window that starts in the right padding, which PyTorch, graphconv and onnxruntime's kernels drop; the
+        inferred extra row or column would clash with tensors the output meets (a loss's target in a training
+        graph), so the output is then sliced to its true size (a no-op at run time)."""
+        a, x = node.attrs, node.inputs[0]
+        h, w = int(x.type.shape[2]), int(x.type.shape[3])
+        oh, ow = self._out_hw(a, h, w)
+        if not a["ceil_mode"] or (oh, ow) == self._onnx_ceil_out_hw(a, h, w):
+            return e.add_node(op_type, [e.value(x)], out, **attrs)
+        y = e.add_node(op_type, [e.value(x)], **attrs)
+        return e.add_node("Slice", [y, e.ints([0, 0], "starts"), e.ints([oh, ow], "ends"), e.ints([2, 3], "axes")],
+                          out)
+
+    def _onnx_ceil_out_hw(self, attrs, h: int, w: int) -> tuple[int, int]:
+        """The ONNX specification's ceil_mode output size: ceil((size + pads - extent) / stride) + 1."""
+        (sh, sw), (eh, ew) = attrs["stride"], self._extent(attrs)
+        top, left, bottom, right = attrs["padding"]
+        return -(-(h + top + bottom - eh) // sh) + 1, -(-(w + left + right - ew) // sw) + 1
+
     def window(self, attrs):
         return Window(self._extent(attrs), attrs["stride"])
 
-    def overhang_pads(self, attrs, h: int, w: int) -> tuple[int, int, int, int]:
-        """The padding (top, left, bottom, right) with bottom and right grown to cover the ceil_mode overhang: a
-        convolution with these pads (and no ceil_mode) sees the same windows."""
-        oh, ow = self._out_hw(attrs, h, w)
-        top, left, bottom, right = attrs["padding"]
-        (sh, sw), (eh, ew) = attrs["stride"], self._extent(attrs)
-        return top, left, max(bottom, (oh - 1) * sh + eh - h - top), max(right, (ow - 1) * sw + ew - w - left)
+
+# -- helpers of the gradient rules (the backward ops are in graphconv/ops/grad/pool.py) -----------------------------
+
+def _pick(attrs, *names: str) -> dict:
+    """The resolved attributes a gradient op repeats from its forward node."""
+    return {n: attrs[n] for n in names}
+
+
+def _hw(v) -> tuple[int, int]:
+    return int(v.type.shape[2]), int(v.type.shape[3])
+
+
+def _mean_gradient(self, node, dy, gb):
+    """global_avg_pool and reduce_mean: dy / (H·W) everywhere."""
+    if not gb.wants(0):
+        return {}
+    return {0: gb.op("global_avg_grad", [dy], input_size=_hw(node.inputs[0]))}
 
 
 @register
@@ -112,9 +160,15 @@ class MaxPool2d(Pool):
     def reduce(self, attrs, win, in_shape):
         return win.max(axis=(-2, -1))
 
+    def gradient(self, node, dy, gb):
+        if not gb.wants(0):
+            return {}
+        window = _pick(node.attrs, "kernel", "stride", "padding", "dilation", "ceil_mode")
+        return {0: gb.op("max_window_grad", [dy, node.inputs[0]], **window)}
+
     def to_onnx(self, node, e):
-        e.add_node("MaxPool", [e.value(node.inputs[0])], e.out(node), dilations=list(node.attrs["dilation"]),
-                   **self.onnx_pool_attrs(node.attrs))
+        self.onnx_pool(node, e, "MaxPool", e.out(node), dilations=list(node.attrs["dilation"]),
+                       **self.onnx_pool_attrs(node.attrs))
 
 
 def _window_counts(size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, out: int,
@@ -149,9 +203,15 @@ class AvgPool2d(Pool):
     def reduce(self, attrs, win, in_shape):
         return win.sum(axis=(-2, -1)) / self.divisor(attrs, in_shape[2], in_shape[3])
 
+    def gradient(self, node, dy, gb):
+        if not gb.wants(0):
+            return {}
+        a = _pick(node.attrs, "kernel", "stride", "padding", "ceil_mode", "count_include_pad")
+        return {0: gb.op("avg_window_grad", [dy], input_size=_hw(node.inputs[0]), **a)}
+
     def to_onnx(self, node, e):
-        e.add_node("AveragePool", [e.value(node.inputs[0])], e.out(node),
-                   count_include_pad=int(node.attrs["count_include_pad"]), **self.onnx_pool_attrs(node.attrs))
+        self.onnx_pool(node, e, "AveragePool", e.out(node), count_include_pad=int(node.attrs["count_include_pad"]),
+                       **self.onnx_pool_attrs(node.attrs))
 
 
 @register
@@ -166,11 +226,17 @@ class LpPool2d(Pool):
         p = attrs["p"]
         return (np.abs(win) ** p).sum(axis=(-2, -1)) ** (1.0 / p)
 
+    def gradient(self, node, dy, gb):
+        if not gb.wants(0):
+            return {}
+        a = _pick(node.attrs, "kernel", "p", "stride", "padding", "ceil_mode")
+        return {0: gb.op("lp_window_grad", [dy, node.inputs[0], node.output], **a)}
+
     def to_onnx(self, node, e):
         a = node.attrs
         p = a["p"]
         if float(p).is_integer():
-            e.add_node("LpPool", [e.value(node.inputs[0])], e.out(node), p=int(p), **self.onnx_pool_attrs(a))
+            self.onnx_pool(node, e, "LpPool", e.out(node), p=int(p), **self.onnx_pool_attrs(a))
             return
         # ONNX LpPool takes an integer p: (Σ|x|^p)^(1/p) as Abs, Pow, a depthwise all-ones Conv (zero padding and
         # the ceil_mode overhang add nothing), Pow.
@@ -230,12 +296,26 @@ class WindowReduce(Pool):
             y = np.asarray(y * ps["scale"], dtype=y.dtype)
         return y
 
+    def gradient(self, node, dy, gb):
+        a, x = node.attrs, node.inputs[0]
+        window = _pick(a, "kernel", "stride", "padding", "dilation", "ceil_mode")
+        scale = node.params.get("scale")
+        out = {}
+        if gb.wants(0):
+            g = dy if scale is None else gb.op("mul", [dy, scale])  # the scale [OH, OW] broadcasts
+            out[0] = (gb.op("max_window_grad", [g, x], **window) if a["reduce"] == "max" else
+                      gb.op("sum_window_grad", [g], input_size=_hw(x), **window))
+        if gb.wants("scale"):  # Σ over batch and channels of dy · the unscaled window reduction
+            plain = gb.op("window_reduce", [x], reduce=a["reduce"], scale=False, **window)
+            out["scale"] = gb.op("reduce_sum", [gb.op("mul", [dy, plain])], axes=[0, 1])
+        return out
+
     def to_onnx(self, node, e):
         a, x = node.attrs, node.inputs[0]
         scaled = a["scale"] is not False
         out = None if scaled else e.out(node)
         if a["reduce"] == "max":
-            y = e.add_node("MaxPool", [e.value(x)], out, dilations=list(a["dilation"]), **self.onnx_pool_attrs(a))
+            y = self.onnx_pool(node, e, "MaxPool", out, dilations=list(a["dilation"]), **self.onnx_pool_attrs(a))
         elif a["dilation"] != (1, 1) or a["ceil_mode"]:
             # an all-ones depthwise convolution with the overhang as explicit padding: AveragePool has no dilations
             # before opset 19, and ONNX shape inference keeps a ceil_mode window that starts in the right padding,
@@ -274,6 +354,8 @@ class GlobalAvgPool(GlobalPool):
     def reference(self, attrs, xs, ps, ctx):
         return xs[0].mean(axis=(2, 3), keepdims=True)
 
+    gradient = _mean_gradient
+
     def to_onnx(self, node, e):
         e.add_node("GlobalAveragePool", [e.value(node.inputs[0])], e.out(node))
 
@@ -285,6 +367,14 @@ class GlobalMaxPool(GlobalPool):
 
     def reference(self, attrs, xs, ps, ctx):
         return xs[0].max(axis=(2, 3), keepdims=True)
+
+    def gradient(self, node, dy, gb):
+        # one window covering the whole plane
+        if not gb.wants(0):
+            return {}
+        x = node.inputs[0]
+        return {0: gb.op("max_window_grad", [dy, x], kernel=_hw(x), stride=(1, 1), padding=(0, 0, 0, 0),
+                         dilation=(1, 1), ceil_mode=False)}
 
     def to_onnx(self, node, e):
         e.add_node("GlobalMaxPool", [e.value(node.inputs[0])], e.out(node))
@@ -298,6 +388,8 @@ class ReduceMean(GlobalPool):
 
     def reference(self, attrs, xs, ps, ctx):
         return xs[0].mean(axis=(2, 3), keepdims=True)
+
+    gradient = _mean_gradient
 
     def to_onnx(self, node, e):
         # axes as an input: opset 18 and later (the exporter's minimum)

@@ -28,6 +28,20 @@ def _linear(in_n: int, out_n: int, align_corners: bool) -> tuple[np.ndarray, np.
     return i0, i1, src - i0
 
 
+def interpolation_matrix(in_n: int, out_n: int, mode: str, align_corners: bool = False) -> np.ndarray:
+    """The linear map [out_n, in_n] (float64) that upsample applies along one axis: y = A_h · x · A_wᵀ per
+    channel. Built from the same source indices and weights as the reference, so its transpose is the gradient."""
+    a = np.zeros((out_n, in_n))
+    rows = np.arange(out_n)
+    if mode == "nearest":
+        a[rows, _nearest(in_n, out_n)] = 1.0
+        return a
+    i0, i1, f = _linear(in_n, out_n, align_corners)
+    np.add.at(a, (rows, i0), 1.0 - f)  # add: at the clamped edge i0 == i1 and both weights land on one pixel
+    np.add.at(a, (rows, i1), f)
+    return a
+
+
 @register
 class Upsample(OpDef):
     name = "upsample"
@@ -76,6 +90,13 @@ class Upsample(OpDef):
         rows = x[:, :, r0] * (1 - fr) + x[:, :, r1] * fr
         y = rows[:, :, :, c0] * (1 - fc) + rows[:, :, :, c1] * fc
         return y.astype(x.dtype, copy=False)
+
+    def gradient(self, node, dy, gb):
+        if not gb.wants(0):
+            return {}
+        a, x = node.attrs, node.inputs[0]
+        return {0: gb.op("upsample_grad", [dy], input_size=(int(x.type.shape[2]), int(x.type.shape[3])),
+                         mode=a["mode"], align_corners=a["align_corners"])}
 
     def to_onnx(self, node, e):
         a = node.attrs

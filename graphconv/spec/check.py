@@ -14,7 +14,7 @@ from ..errors import Diagnostic, SourceLoc, did_you_mean
 from ..init import INITIALIZERS
 from ..ops import REGISTRY
 from . import ast
-from .names import NUMERIC_BUILTINS, TENSOR_BUILTINS, bare_words, callable_names, op_for
+from .names import NUMERIC_BUILTINS, TENSOR_BUILTINS, bare_words, callable_names, op_for, spec_ops
 
 
 class Checker:
@@ -115,8 +115,8 @@ class Checker:
         if first is not None:
             self.error(loc, f"'{name}' is already defined", notes=[(first, "first defined here")],
                        hint="names are bound once; choose a new name")
-        elif name in REGISTRY or name in self.blocks:
-            self.error(loc, f"'{name}' is the name of {'an op' if name in REGISTRY else 'a block'}",
+        elif name in spec_ops() or name in self.blocks:
+            self.error(loc, f"'{name}' is the name of {'an op' if name in spec_ops() else 'a block'}",
                        hint="choose another name for the value")
         defined[name] = loc
 

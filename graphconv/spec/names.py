@@ -18,11 +18,18 @@ from ..ops import ALIASES, REGISTRY
 from ..ops.schema import Enum, OneOf, Padding
 
 
+@cache
+def spec_ops() -> dict[str, Any]:
+    """The ops a spec may call: every registered op but those only training graphs hold (gradients, losses,
+    optimizer updates; see OpDef.training_only)."""
+    return {name: op for name, op in REGISTRY.items() if not op.training_only}
+
+
 def op_for(name: str) -> tuple[str, dict[str, Any]] | None:
     """(op name, preset attributes) for an op or alias name, else None."""
     if name in ALIASES:
         return ALIASES[name]
-    if name in REGISTRY:
+    if name in spec_ops():
         return name, {}
     return None
 
@@ -40,7 +47,7 @@ def bare_words() -> frozenset[str]:
         elif isinstance(kind, Padding):
             words.update(("same", "valid"))
 
-    for op in REGISTRY.values():
+    for op in spec_ops().values():
         for a in op.attrs:
             collect(a.kind)
     return frozenset(words)
@@ -77,4 +84,4 @@ def builtin_names() -> set[str]:
 
 
 def callable_names(blocks) -> set[str]:
-    return set(REGISTRY) | set(ALIASES) | set(blocks) | builtin_names() | set(INITIALIZERS)
+    return set(spec_ops()) | set(ALIASES) | set(blocks) | builtin_names() | set(INITIALIZERS)

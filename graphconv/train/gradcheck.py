@@ -48,7 +48,9 @@ def training_feed(tg: TrainingGraph, inputs: Mapping[str, np.ndarray], *, seed: 
     """The graph inputs, plus random targets and dropout masks (seeded) for those not given."""
     rng = np.random.default_rng(seed)
     feed = {k: np.asarray(v, dtype) for k, v in inputs.items()}
-    batch = next(iter(feed.values())).shape[0] if feed else 1
+    batched = [feed[v.name] for v in tg.graph.inputs
+               if v.name in feed and v.type.rank and isinstance(v.type.shape[0], str)]
+    batch = int(batched[0].shape[0]) if batched else 1
     for v in tg.graph.inputs:
         if v.name in feed:
             continue

@@ -225,3 +225,16 @@ def test_mse_value_and_gradient():
     np.testing.assert_allclose(out["grad:x"], 0.5 * 2 * (x - t) / x.size, rtol=1e-12)
     assert_gradients(g, {}, {"x": x}, losses=[loss])
     assert_onnx_matches(g, {}, {"x": x}, losses=[loss])
+
+
+def test_specs_cannot_call_ops_only_training_graphs_hold():
+    from graphconv.errors import SpecError
+    from graphconv.spec import load_graph_text
+
+    text = "network n {\n  input x: f32[N, 4]\n  y = x -> neg\n  output y\n}\n"
+    with pytest.raises(SpecError, match=r"<string>:3:\d+: error: .*neg"):
+        load_graph_text(text)
+    # their attribute words (activation names of activation_grad) do not become bare words either
+    text = "network n {\n  input x: f32[N, 4]\n  y = relu\n  output y\n}\n"
+    with pytest.raises(SpecError, match="'relu' is a layer, not a value"):
+        load_graph_text(text)
