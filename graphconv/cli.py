@@ -6,6 +6,8 @@
                        [--backend reference] [--dtype float32|float64] [--set k=v ...]
     graphconv export-onnx SPEC -o MODEL.onnx [--weights W.npz] [--set k=v ...] [--opset N] [-O LEVEL] [--seed S]
                           [--dtype float32|float64]
+    graphconv train SPEC --data DATA [--epochs E] [--batch-size B] [--lr LR] [--optimizer sgd|adam|adamw] [--out DIR]
+                    [--resume DIR] [--backend llvm|reference|onnx] ... (graphconv train --help)
     graphconv --version
 
 Exit status: 0 success; 1 a problem with the user's input (a spec, weights, arrays, files: the message, no
@@ -166,12 +168,115 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench_arguments(p)
 
+    _train_parser(sub, common, sets)
+
     p = sub.add_parser("import-onnx", parents=[common], help="import an ONNX model as a spec and weights",
                        description="Import an ONNX model (e.g. exported by PyTorch): writes a readable spec OUT.gc "
                                    "and its weights OUT.npz. `graphconv run MODEL.onnx` also runs a model directly.")
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("-o", "--output", required=True, metavar="OUT.gc", help="the spec to write (weights: OUT.npz)")
     return parser
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return v
+
+
+TRAIN_EXAMPLES = """\
+examples:
+  graphconv train specs/lenet5.gc --data digits --out runs/lenet
+  graphconv train specs/cifar_cnn.gc --data cifar.npz --augment crop:4,flip --optimizer adamw --lr 0.001
+  graphconv train --resume runs/lenet --epochs 30        # continue a run (its settings unless given)
+  graphconv run specs/lenet5.gc --weights runs/lenet/weights.npz
+
+DATA is 'digits' (bundled with scikit-learn), a folder of MNIST-format IDX files, or an .npz file with x, y
+(and optionally x_test, y_test). Unset options take the defaults shown, or the checkpoint's settings with --resume.
+See docs/training.md.
+"""
+
+
+def _train_parser(sub, common, sets) -> None:
+    from .train.loop import DEFAULTS, FALLBACK_BACKEND
+
+    d = DEFAULTS
+    p = sub.add_parser("train", parents=[common, sets], help="train a network (writes a run directory)",
+                       description="Train a network on a dataset: mini-batch SGD/Adam/AdamW with a learning-rate "
+                                   "schedule, validation after every epoch, a resumable checkpoint and the trained "
+                                   "weights in the run directory (--out).",
+                       epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", metavar="SPEC", nargs="?", default=None,
+                   help="the network spec (with --resume: default the checkpoint's)")
+    p.add_argument("--data", metavar="DATA", default=None,
+                   help="digits, a folder of MNIST IDX files or an .npz file (with --resume: default the "
+                        "checkpoint's)")
+    p.add_argument("--epochs", type=_positive_int, default=None, metavar="E",
+                   help=f"epochs of the whole run (default {d['epochs']})")
+    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
+                   help=f"mini-batch size (default {d['batch_size']}; the last, smaller batch is kept)")
+    p.add_argument("--lr", type=_positive_float, default=None, metavar="LR",
+                   help=f"base learning rate (default {d['lr']})")
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=None,
+                   help=f"update rule (default {d['optimizer']})")
+    p.add_argument("--momentum", type=_fraction, default=None, metavar="M",
+                   help=f"sgd momentum (default {d['momentum']})")
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
+                   help="sgd: Nesterov momentum (default on)")
+    p.add_argument("--weight-decay", type=_nonnegative_float, default=None, metavar="WD",
+                   help="L2 weight decay (default 0 for sgd and adam, 0.01 for adamw, decoupled)")
+    p.add_argument("--schedule", choices=("constant", "step", "cosine"), default=None,
+                   help=f"learning-rate schedule (default {d['schedule']}; step: x0.1 after each third of the run)")
+    p.add_argument("--warmup", type=_whole(0, "must be >= 0"), default=None, metavar="N",
+                   help="optimizer steps of linear warm-up (default 0)")
+    p.add_argument("--label-smoothing", type=_fraction, default=None, metavar="S",
+                   help="cross-entropy label smoothing (default 0)")
+    p.add_argument("--augment", metavar="crop:4,flip", default=None,
+                   help="augment training images: random crop after zero padding, random horizontal flip "
+                        "(default none)")
+    p.add_argument("--backend", choices=("llvm", "reference", "onnx"), default=None,
+                   help=f"where the training step runs (default llvm; {FALLBACK_BACKEND} when this build's llvm "
+                        f"backend cannot train)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="cpu (default) or cuda (with --backend onnx and a GPU build of onnxruntime)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="T",
+                   help="threads of the llvm and onnx backends (default: the number of cores)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None, help="element type (default float32)")
+    p.add_argument("--out", metavar="RUN_DIR", default=None,
+                   help="run directory: metrics.jsonl, plot.png, checkpoint.npz/.json, weights.npz")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue the run in RUN_DIR from its checkpoint (writes there unless --out is given)")
+    p.add_argument("--seed", type=_seed, default=None, metavar="S",
+                   help=f"seed of weights, validation split, batch order, augmentation, dropout (default {d['seed']})")
+    p.add_argument("--val-fraction", type=_fraction, default=None, metavar="F",
+                   help=f"share of the training data held out for validation, per class (default "
+                        f"{d['val_fraction']}; 0: none)")
+    p.add_argument("--max-steps", type=_positive_int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="print the run's history as JSON at the end")
 
 
 def _target_args(p) -> None:
@@ -510,8 +615,109 @@ def cmd_import_onnx(args) -> int:
     return EXIT_OK
 
 
+def cmd_train(args) -> int:
+    import time
+
+    from .errors import GraphconvError
+    from .train.loop import fit
+
+    if args.spec is None and args.resume is None:
+        raise GraphconvError("give the SPEC of the network to train (or --resume RUN_DIR)")
+    if args.data is None and args.resume is None:
+        raise GraphconvError("give the training data: --data digits, a folder of MNIST IDX files or an .npz file")
+    if args.threads is not None and args.backend == "reference":
+        raise GraphconvError("--threads applies to the llvm and onnx backends")
+    if args.spec is not None and args.spec.lower().endswith(".onnx"):
+        raise GraphconvError("training starts from a spec; import the model first (graphconv import-onnx)")
+    t0 = time.perf_counter()
+    quiet = args.json
+
+    def log(text: str) -> None:
+        _err(text)
+
+    def on_epoch(r: dict) -> None:
+        if quiet:
+            return
+        print(_epoch_line(r, total[0] if total else None), flush=True)
+
+    total: list[int] = []
+
+    def on_start(info: dict) -> None:
+        total.append(info["epochs"])
+        if quiet:
+            return
+        s = info["settings"]
+        sets = "".join(f", {k}={v}" for k, v in info["spec_params"].items())
+        counts = f"{info['train']:,} training, {info['val']:,} validation" + (
+            f", {info['test']:,} test samples" if info["test"] else " samples")
+        extras = []
+        if s["optimizer"] == "sgd":
+            extras.append(f"momentum {s['momentum']:g}" + (" nesterov" if s["nesterov"] and s["momentum"] else ""))
+        if s["weight_decay"]:
+            extras.append(f"weight decay {s['weight_decay']:g}")
+        opt = s["optimizer"] + (f" ({', '.join(extras)})" if extras else "")
+        print(f"training {info['network']} ({info['params']:,} params{sets}) on {info['data']}: {counts}; "
+              f"{info['backend']}" + (f" ({info['device']})" if info["device"] != "cpu" else "")
+              + f", {opt}, lr {s['lr']:g} {s['schedule']}, batch {s['batch_size']}, {info['epochs']} epochs"
+              + (f", resuming at epoch {info['first_epoch']} (step {info['steps']})" if args.resume else ""),
+              flush=True)
+
+    h = fit(args.spec, args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            optimizer=args.optimizer, momentum=args.momentum, nesterov=args.nesterov,
+            weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
+            label_smoothing=args.label_smoothing, augment=args.augment, val_fraction=args.val_fraction,
+            seed=args.seed, backend=args.backend, device=args.device, threads=args.threads, dtype=args.dtype,
+            params=_params(args) or None, out=args.out, resume=args.resume, max_steps=args.max_steps,
+            progress=not quiet, on_start=on_start, on_epoch=on_epoch, log=log)
+    took = time.perf_counter() - t0
+    if quiet:
+        print(json.dumps({**h.to_json(), "seconds": round(took, 3)}, indent=2))
+        return EXIT_OK
+    s = h.settings
+    last = h.last
+    acc = last.get("test_acc") if last.get("test_acc") is not None else last.get("val_acc")
+    what = "test" if last.get("test_acc") is not None else "validation"
+    print(f"trained {h.net.name} ({h.net.num_params():,} params) for {h.steps} steps on {h.backend}, "
+          f"{s['optimizer']} lr {s['lr']:g} {s['schedule']}, batch {s['batch_size']}, in {took:.1f} s"
+          + (f"; {what} accuracy {acc:.2%}" if acc is not None else ""))
+    if h.out is not None:
+        spec = args.spec or s.get("spec")
+        sets = "".join(f" --set {k}={v}" for k, v in (s.get("params") or {}).items())
+        shown = spec or "SPEC"
+        if spec and os.path.isabs(spec) and not os.path.relpath(spec).startswith(".."):
+            shown = os.path.relpath(spec)
+        weights = os.path.join(str(h.out), "weights.npz")
+        print(f"wrote {h.out}/: metrics.jsonl, checkpoint.npz, weights.npz"
+              + (", plot.png" if (h.out / "plot.png").exists() else ""))
+        print(f"run it with: graphconv run {shown}{sets} --weights {weights}")
+    else:
+        print("note: nothing was saved; give --out RUN_DIR to keep the weights, metrics and a checkpoint")
+    return EXIT_OK
+
+
+def _epoch_line(r: dict, total: int | None) -> str:
+    def pct(v):
+        return "-" if v is None else f"{v:.2%}"
+
+    def num(v):
+        return "-" if v is None else f"{v:.4f}"
+
+    parts = [f"epoch {r['epoch']}" + (f"/{total}" if total else ""), f"loss {num(r['train_loss'])}"]
+    if r.get("train_acc") is not None:
+        parts.append(f"acc {pct(r['train_acc'])}")
+    if r.get("val_loss") is not None:
+        parts.append(f"val_loss {num(r['val_loss'])}")
+    if r.get("val_acc") is not None:
+        parts.append(f"val_acc {pct(r['val_acc'])}")
+    if r.get("test_acc") is not None:
+        parts.append(f"test_acc {pct(r['test_acc'])}")
+    parts += [f"lr {r['lr']:.3g}", f"{r['seconds']:.1f} s", f"{r['samples_per_second']:,.0f} samples/s"]
+    return "  ".join(parts)
+
+
 COMMANDS = {"check": cmd_check, "summary": cmd_summary, "run": cmd_run, "compile": cmd_compile,
-            "export-onnx": cmd_export_onnx, "import-onnx": cmd_import_onnx, "bench": cmd_bench}
+            "export-onnx": cmd_export_onnx, "import-onnx": cmd_import_onnx, "bench": cmd_bench,
+            "train": cmd_train}
 
 
 # -- entry point ----------------------------------------------------------------------------------------------------

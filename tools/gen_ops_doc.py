@@ -261,7 +261,8 @@ def op_section(op: schema.OpDef) -> list[str]:
 
 
 def generate() -> str:
-    ops = list(REGISTRY.values())
+    # the ops a spec can call; those only the autodiff pass adds (gradients, losses, updates) are in training.md
+    ops = [op for op in REGISTRY.values() if not op.training_only]
     modules = sorted({section_of(op) for op in ops},
                      key=lambda m: (SECTION_ORDER.index(m) if m in SECTION_ORDER else len(SECTION_ORDER), m))
     out = [
@@ -342,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w", encoding="utf-8", newline="\n") as fh:
         fh.write(text)
-    print(f"wrote {os.path.relpath(args.output)} ({len(REGISTRY)} ops)")
+    print(f"wrote {os.path.relpath(args.output)} ({sum(not op.training_only for op in REGISTRY.values())} ops)")
     return 0
 
 
