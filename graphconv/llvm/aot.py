@@ -88,13 +88,16 @@ def _header(layout: Layout, net_name: str, target: Target, opt_level: int) -> st
         f"static const size_t {s}_input_elements[] = {{{ins}}};",
         f"static const size_t {s}_output_elements[] = {{{outs}}};",
         f"#define {S}_WEIGHTS_BYTES {layout.blob_bytes}ull  /* the size of {s}.weights */",
+        *([f"#define {S}_ARENA_BYTES_STATIC {layout.arena_static}ull  /* values without the batch dimension */"]
+          if layout.arena_static else []),
         f"#define {S}_ARENA_BYTES_PER_SAMPLE {layout.arena_per_sample}ull",
         f"#define {S}_ARENA_BYTES_PER_THREAD {layout.scratch_per_thread}ull",
         f"#define {S}_ALIGNMENT 64  /* weights and arena must start on a 64-byte boundary */",
         "",
         "/* Bytes of working memory for `batch` samples run by `threads` threads. */",
         f"static inline size_t {s}_arena_bytes(int64_t batch, int64_t threads) {{",
-        f"    return (size_t){S}_ARENA_BYTES_PER_SAMPLE * (size_t)batch + "
+        f"    return {f'(size_t){S}_ARENA_BYTES_STATIC + ' if layout.arena_static else ''}"
+        f"(size_t){S}_ARENA_BYTES_PER_SAMPLE * (size_t)batch + "
         f"(size_t){S}_ARENA_BYTES_PER_THREAD * (size_t)threads;",
         "}",
         "",

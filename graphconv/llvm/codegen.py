@@ -11,9 +11,19 @@ Memory, all owned by the caller:
   value; the runtime copies the others);
 - `weights`: every parameter, 64-byte aligned, in the float type of the build, then the re-packed copies kernels
   asked for (`Layout.blob`: how the runtime builds it from the network's weights);
-- `arena`: the memory planner's arena for N samples (offsets scaled by N), then per-sample temporaries of split
-  nodes, then one workspace per thread (`arena_bytes(N, threads)`);
+- `arena`: the static region (values without the batch dimension: a training graph's gradients of weights, batch
+  statistics, the loss; not scaled by N), then the memory planner's arena for N samples (offsets scaled by N), then
+  per-sample temporaries of split nodes, then one workspace per thread (`arena_bytes(N, threads)`);
 - `barrier`: 64 zeroed bytes, the barrier's state.
+
+Training steps (`state`: parameter -> the output holding its next value, graphconv/llvm/train.py): the state lives
+in the weights blob and the code writes each next value straight over its parameter, so an update output is no
+buffer of its own. That is safe when the update node is the parameter's last reader and its kernel reads element i
+of the parameter before writing element i (`kernel.in_place_inputs`); `state_plan` checks it and falls back to
+computing the value into its output buffer and copying it over the parameter after the last layer. Re-packed copies
+of a state parameter (a conv weight in the order its kernel reads it) would go stale: the entry re-packs them from
+the parameter first thing in every run, with a gather through an int32 index table stored in the blob
+(`kernel.gather_index`).
 
 Design: one ir.Module per distinct kernel, each verified on its own (an error names the layer and op), then linked
 into the entry's module. Repeated identical layers share one kernel. A node whose epilogue a kernel cannot apply in
@@ -39,13 +49,14 @@ from ..passes.base import attr_key
 from ..passes.plan_memory import check_plan, plan as plan_memory
 from . import kernels as _kernels  # noqa: F401 - importing registers the emitters
 from .builder import FLOAT_TYPES, I8P, I64, KB, VOID
-from .kernel import KERNELS, CodegenError, KernelContext, Tensor, Unsupported, dims_of
+from .kernel import (KERNELS, LOWERINGS, CodegenError, KernelContext, Tensor, Unsupported, dims_of, gather_index,
+                     in_place_inputs)
 from .target import Target
 
 ALIGN = 64
 BARRIER_SPINS = 20000  # pause rounds (~10-40 µs) before a waiting thread starts yielding its core
 
-__all__ = ["Layout", "build_module", "symbol_name"]
+__all__ = ["Layout", "build_module", "symbol_name", "state_plan"]
 
 
 @dataclass
@@ -59,10 +70,11 @@ class BlobEntry:
     args: dict[str, Any] = field(default_factory=dict)
     node: str = ""  # the node whose attributes the packer reads
     role: str = ""
+    kind: str = ""  # "": the array in the build's float type; "index": the packer's int32 gather index
 
     def to_json(self) -> dict:
         return {"param": self.param, "offset": self.offset, "nbytes": self.nbytes, "packer": self.packer,
-                "args": self.args, "node": self.node, "role": self.role}
+                "args": self.args, "node": self.node, "role": self.role, "kind": self.kind}
 
 
 @dataclass
@@ -82,16 +94,21 @@ class Layout:
     kernels: int = 0
     layers: int = 0
     layer_names: list[str] = field(default_factory=list)  # profiling builds: what each timed step is
+    arena_static: int = 0  # bytes at the start of the arena for values without the batch dimension
+    state: dict[str, str] = field(default_factory=dict)  # parameter -> update output written over it in place
+    state_copied: dict[str, str] = field(default_factory=dict)  # parameter -> update output copied over it
+    repacked: list[str] = field(default_factory=list)  # state parameters the entry re-packs every run
 
     def arena_bytes(self, batch: int, threads: int) -> int:
-        return self.arena_per_sample * batch + self.scratch_per_thread * threads
+        return self.arena_static + self.arena_per_sample * batch + self.scratch_per_thread * threads
 
     def to_json(self) -> dict:
         return {"symbol": self.symbol, "dtype": self.dtype, "inputs": self.inputs, "outputs": self.outputs,
                 "output_slots": self.output_slots, "arena_per_sample": self.arena_per_sample,
                 "scratch_per_thread": self.scratch_per_thread, "blob": [e.to_json() for e in self.blob],
                 "blob_bytes": self.blob_bytes, "symbols": self.symbols, "kernels": self.kernels,
-                "layers": self.layers, "layer_names": self.layer_names}
+                "layers": self.layers, "layer_names": self.layer_names, "arena_static": self.arena_static,
+                "state": self.state, "state_copied": self.state_copied, "repacked": self.repacked}
 
     @classmethod
     def from_json(cls, d: dict) -> "Layout":
@@ -194,12 +211,63 @@ def _step_attrs(sattrs, sop, block: int | None) -> dict:
     return attrs
 
 
+# -- training state -------------------------------------------------------------------------------------------------
+
+def state_plan(graph: Graph, state: dict[str, str]) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """How each state parameter gets its next value (`state`: parameter -> the graph output holding it): in place
+    (parameter -> output), or copied over the parameter after the last layer (parameter -> (output, why not in
+    place)). In place needs: the value is computed by a node without an epilogue, which reads the parameter once, as
+    a data input its kernel may overwrite (`in_place_inputs`), with the parameter's shape; no later node reads the
+    parameter (every other reader has run: they saw the old value); no other output names the value."""
+    index = {n.output.name: i for i, n in enumerate(graph.nodes)}
+    names_of: dict[str, list[str]] = {}
+    for out, v in graph.outputs.items():
+        names_of.setdefault(v.name, []).append(out)
+    in_place: dict[str, str] = {}
+    copied: dict[str, tuple[str, str]] = {}
+    for param, out in state.items():
+        if param not in graph.params:
+            raise CodegenError(f"state '{param}' is not a parameter of {graph.name}")
+        if out not in graph.outputs:
+            raise CodegenError(f"the next value of '{param}' should be output '{out}', which {graph.name} lacks")
+        p = graph.values[param]
+        v = graph.outputs[out]
+        if v.kind != "node":
+            if v.kind == "param" and v.name in state:
+                raise CodegenError(f"the next value of '{param}' is state parameter '{v.name}' itself: an update "
+                                   "that only moves state around is not supported")
+            copied[param] = (out, f"its next value is {v.kind} '{v.name}'")
+            continue
+        node = v.producer
+        reads = [k for k, x in enumerate(node.inputs) if x.name == param]
+        by_role = [r for r, x in node.params.items() if x.name == param]
+        later = next((n for n in graph.nodes[index[v.name] + 1:] if any(x.name == param for x in n.all_inputs)),
+                     None)
+        why = None
+        if len(reads) != 1 or by_role:
+            why = f"layer '{node.name}' ({node.op}) does not read it exactly once as a data input"
+        elif reads[0] not in in_place_inputs(node):
+            why = f"the kernel of layer '{node.name}' ({node.op}) cannot write its output over input {reads[0]}"
+        elif tuple(v.type.shape) != tuple(p.type.shape):
+            why = f"layer '{node.name}' gives {v.type} for {p.type}"
+        elif later is not None:
+            why = f"layer '{later.name}' reads it after its update '{node.name}'"
+        elif len(names_of[v.name]) > 1:
+            why = f"the value is also output {', '.join(repr(o) for o in names_of[v.name] if o != out)}"
+        if why is None:
+            in_place[param] = out
+        else:
+            copied[param] = (out, why)
+    return in_place, copied
+
+
 # -- the module ---------------------------------------------------------------------------------------------------
 
 class _Builder:
     def __init__(self, graph: Graph, weights: dict[str, np.ndarray], dtype: str, target: Target, symbol: str,
-                 profile: bool = False):
+                 profile: bool = False, state: dict[str, str] | None = None):
         self.profile = profile
+        self.state = dict(state or {})
         self.graph = graph
         self.weights = weights
         self.dtype = dtype
@@ -229,19 +297,28 @@ class _Builder:
         graph_bytes = np.dtype(dtypes.pop()).itemsize
         # inputs of channel concats are written straight into the concat's output, sample by sample (needs the
         # batch dimension first everywhere: a static graph's kernels see all samples at once and keep the copy)
-        mp = plan_memory(g, concat_in_place=bool(symbols))
+        # values without the batch dimension get a region the batch does not scale (none in a static graph)
+        mp = plan_memory(g, concat_in_place=bool(symbols), static_apart=bool(symbols))
         self.slices = dict(mp.concat_slices)
         problems = check_plan(g, mp)
         if problems:
             raise CodegenError("the memory plan is unsafe: " + "; ".join(problems[:5]))
-        # per-sample byte offsets in this build's float type
+        # byte offsets in this build's float type: per sample, or within the static region
         self.offsets = {name: off * self.ft_bytes // graph_bytes for name, off in mp.offsets.items()}
+        self.static = set(mp.static)
+        self.arena_static = _aligned(mp.static_bytes * self.ft_bytes // graph_bytes)
         self.arena_planned = _aligned(mp.arena_bytes * self.ft_bytes // graph_bytes)
+        # training state: next values written over their parameters, or copied there at the end
+        in_place, copied = state_plan(g, self.state)
+        self.state_in_place, self.state_copied = in_place, {p: out for p, (out, _) in copied.items()}
+        self.state_value = {g.outputs[out].name: param for param, out in in_place.items()}  # value -> parameter
         self.input_index = {v.name: i for i, v in enumerate(g.inputs)}
         self.output_slots: dict[str, str] = {}
         self.output_index: dict[str, int] = {}
         first_name: dict[str, str] = {}
         for name, v in g.outputs.items():  # one output buffer per distinct node value, in output order
+            if v.name in self.state_value:
+                continue  # lives in its parameter's slot
             if v.kind == "node" and v.name not in self.output_index:
                 self.output_index[v.name] = len(self.output_index)
                 first_name[v.name] = name
@@ -266,7 +343,8 @@ class _Builder:
         temp_off: dict[str, int] = {}
         region = 0
         for node in g.nodes:
-            pieces = _split(node)
+            lower = LOWERINGS.get(node.op)
+            pieces = lower(node) if lower is not None and not epilogue.steps(node.attrs) else _split(node)
             if node.op == "concat" and any(v.name in self.slices for v in node.inputs):
                 placed = tuple(v.name in self.slices for v in node.inputs)
                 pieces = [Node(node.name, node.op, list(node.inputs), {**node.attrs, "placed": placed}, node.output,
@@ -280,8 +358,12 @@ class _Builder:
             region = max(region, at)
             steps.extend(pieces)
         arena_per_sample = self.arena_planned + region
+        for param, out in self.state_copied.items():  # after the last layer: every reader has seen the old value
+            src, p = g.outputs[out], g.values[param]
+            steps.append(Node(f"{param}@copy", "identity", [src], {}, Value(param, p.type, "param"), {}, None))
         kernels = [self._kernel(node) for node in steps]  # emits and verifies each distinct kernel
         per_thread = _aligned(self.scratch_per_thread)
+        repacks = self._state_repacks(steps, kernels)
 
         mod = ir.Module(name=self.symbol)
         mod.triple = self.target.triple
@@ -299,6 +381,8 @@ class _Builder:
                 return b.gep(wts, [kb.i64(self.param_offset[v.name])], inbounds=True)
             if v.kind == "input":
                 return b.load(b.gep(ins, [kb.i64(self.input_index[v.name])], inbounds=True))
+            if v.name in self.state_value:  # a training step's next value of a parameter, written over it
+                return b.gep(wts, [kb.i64(self.param_offset[self.state_value[v.name]])], inbounds=True)
             if v.name in self.output_index:
                 return b.load(b.gep(outs, [kb.i64(self.output_index[v.name])], inbounds=True))
             if v.name in self.slices:  # lives in its concat's output (see slice_ptr)
@@ -306,13 +390,21 @@ class _Builder:
             off = temp_off.get(v.name, self.offsets.get(v.name))
             if off is None:
                 raise CodegenError(f"value {v.name} has no place in the memory plan")
-            return b.gep(arena, [b.mul(kb.i64(off), N)], inbounds=True)  # offsets are per sample
+            if v.name in self.static and v.name not in temp_off:
+                return b.gep(arena, [kb.i64(off)], inbounds=True)  # the static region: not scaled
+            # offsets are per sample, after the static region
+            return b.gep(arena, [kb.i64(kb.add(self.arena_static, b.mul(kb.i64(off), N)))], inbounds=True)
 
-        workspace = b.gep(arena, [b.add(b.mul(kb.i64(arena_per_sample), N), b.mul(tid, kb.i64(per_thread)))],
+        workspace = b.gep(arena, [kb.i64(kb.add(self.arena_static, b.add(b.mul(kb.i64(arena_per_sample), N),
+                                                                          b.mul(tid, kb.i64(per_thread)))))],
                           inbounds=True)
         kty = ir.FunctionType(VOID, [I8P.as_pointer(), I8P, I64, I64, I64])
         stamp = self._profiler(mod, b, tid, len(steps))
         stamp(len(steps))
+        if repacks:  # fresh re-packed copies of the state parameters, before any kernel reads one
+            for packed, index, count in repacks:
+                self._emit_repack(kb, wts, packed, index, count, tid, nthr)
+            b.call(barrier, [bar, nthr])
         def sample_ptr(v: Value, n) -> ir.Value:
             """Sample n of a batch-first value (parameters and values without a batch have no samples)."""
             p = value_ptr(v)
@@ -351,13 +443,59 @@ class _Builder:
         layout = Layout(
             symbol=self.symbol, dtype=self.dtype,
             inputs=[(v.name, list(v.type.shape)) for v in g.inputs],
-            outputs=[(name, list(v.type.shape)) for name, v in g.outputs.items()],
+            outputs=[(name, list(v.type.shape)) for name, v in g.outputs.items()
+                     if name not in self.state_in_place.values()],
             output_slots=self.output_slots,
             arena_per_sample=arena_per_sample, scratch_per_thread=per_thread,
             blob=self.blob, blob_bytes=self.blob_bytes, symbols=self.symbols,
             kernels=len(self.kernels), layers=len(steps),
-            layer_names=[f"{n.name} ({n.op})" for n in steps] if self.profile else [])
+            layer_names=[f"{n.name} ({n.op})" for n in steps] if self.profile else [],
+            arena_static=self.arena_static, state=dict(self.state_in_place), state_copied=dict(self.state_copied),
+            repacked=sorted({e.param for e in self.blob if e.kind == "index"}))
         return mod, self.kernel_modules, layout
+
+    def _state_repacks(self, steps: list[Node], kernels) -> list[tuple[int, int, int]]:
+        """(packed copy offset, gather index offset, elements) for every re-packed copy of a state parameter.
+
+        Re-packing in the generated code every run, rather than keeping state parameters unpacked, because it was
+        measured to pay (one thread, float32, 3x3 conv2d 64->64 on 32x32, batch 8, its weight updated by SGD every
+        step): 6.7 ms a step with the packed kernel and this gather (the gather alone 0.016 ms: it reads the weight
+        once, the convolution once per output tile), 55 ms with the only kernel that reads the weight as stored
+        (the depthwise-style path vectorized along output rows)."""
+        state = set(self.state)
+        out: dict[int, tuple[int, int, int]] = {}
+        for node, (_, packs) in zip(steps, kernels):
+            for role, packer, args in packs:
+                pname = node.params[role].name
+                if pname not in state:
+                    continue
+                packed = self._packed(node, role, packer, args)
+                if packed in out:
+                    continue
+                shape = tuple(int(d) for d in self.graph.params[pname].value.type.shape)
+                index = gather_index(packer, shape, args)
+                off = self.blob_bytes
+                self.blob.append(BlobEntry(pname, off, int(index.nbytes), packer, dict(args), node.name, role,
+                                           kind="index"))
+                self.blob_bytes = _aligned(off + index.nbytes)
+                out[packed] = (packed, off, int(index.size))
+        return list(out.values())
+
+    def _emit_repack(self, kb: KB, wts: ir.Value, packed: int, index: int, count: int, tid, nthr) -> None:
+        """packed[j] = w[idx[j]] (0 where idx[j] < 0) for this thread's share of j; w is the parameter's slot."""
+        b = kb.b
+        entry = next(e for e in self.blob if e.offset == index)
+        fp = self.ft.as_pointer()
+        w = b.bitcast(b.gep(wts, [kb.i64(self.param_offset[entry.param])], inbounds=True), fp)
+        dst = b.bitcast(b.gep(wts, [kb.i64(packed)], inbounds=True), fp)
+        idx = b.bitcast(b.gep(wts, [kb.i64(index)], inbounds=True), ir.IntType(32).as_pointer())
+        lo = b.sdiv(b.mul(kb.i64(count), tid), nthr)
+        hi = b.sdiv(b.mul(kb.i64(count), b.add(tid, kb.i64(1))), nthr)
+        with kb.loop(lo, hi, name="repack") as j:
+            k = b.sext(kb.load(idx, j), I64)
+            pad = b.icmp_signed("<", k, kb.i64(0))
+            v = kb.load(w, b.select(pad, kb.i64(0), k))
+            kb.store(b.select(pad, kb.fconst(0.0), v), dst, j)
 
     def _profiler(self, mod: ir.Module, b: ir.IRBuilder, tid: ir.Value, layers: int):
         """stamp(k): with profiling, thread 0 writes the cycle counter into slot k of `<symbol>_profile`."""
@@ -377,7 +515,8 @@ class _Builder:
 
         pname = node.params[role].name
         for e in self.blob:
-            if e.param == pname and e.packer == packer and e.args == args and e.node == node.name:
+            if (e.param == pname and e.packer == packer and e.args == args and e.node == node.name
+                    and e.kind == ""):
                 return e.offset
         data = PACKERS[packer](np.asarray(self.weights[pname]), **args)
         nbytes = int(data.size) * self.ft_bytes
@@ -503,11 +642,13 @@ def _verify(kmod: ir.Module, node: Node) -> llvm.ModuleRef:
 
 
 def build_module(graph: Graph, weights: dict[str, np.ndarray], dtype: str, target: Target, symbol: str, *,
-                 profile: bool = False) -> tuple[str, list[tuple[str, llvm.ModuleRef, Node]], Layout]:
+                 profile: bool = False, state: dict[str, str] | None = None
+                 ) -> tuple[str, list[tuple[str, llvm.ModuleRef, Node]], Layout]:
     """The entry module's IR text, the verified (parsed) kernel modules and the layout. With `profile`, thread 0
     stores the CPU's cycle counter after each layer in the global `<symbol>_profile` (one i64 per layer, then one
-    at the start)."""
+    at the start). `state` (a training step: parameter -> the output holding its next value) makes the code write
+    the next values over the parameters in the weights blob (see the module doc)."""
     if dtype not in FLOAT_TYPES:
         raise GraphconvError(f"the llvm backend runs in {' or '.join(FLOAT_TYPES)}, not {dtype!r}")
-    mod, kernels, layout = _Builder(graph, weights, dtype, target, symbol, profile).build()
+    mod, kernels, layout = _Builder(graph, weights, dtype, target, symbol, profile, state).build()
     return str(mod), kernels, layout

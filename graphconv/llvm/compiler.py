@@ -74,10 +74,14 @@ def _source_hash() -> str:
     return _SOURCE_HASH
 
 
-def cache_key(graph: Graph, dtype: str, target: Target, llvm_opt: int, symbol: str) -> str:
+def cache_key(graph: Graph, dtype: str, target: Target, llvm_opt: int, symbol: str,
+              state: dict[str, str] | None = None) -> str:
     h = hashlib.sha256()
-    for part in (f"graphconv {__version__} cache {CACHE_FORMAT}", _source_hash(), f"llvmlite {llvmlite.__version__}",
-                 target.triple, target.cpu, target.features, dtype, str(llvm_opt), symbol, dumps(graph)):
+    parts = [f"graphconv {__version__} cache {CACHE_FORMAT}", _source_hash(), f"llvmlite {llvmlite.__version__}",
+             target.triple, target.cpu, target.features, dtype, str(llvm_opt), symbol, dumps(graph)]
+    if state:  # a training step: which parameters the code updates in place
+        parts.append(json.dumps(sorted(state.items())))
+    for part in parts:
         h.update(part.encode("utf-8"))
         h.update(b"\0")
     return h.hexdigest()
@@ -117,20 +121,21 @@ def _write_cache(key: str, obj: bytes, layout: Layout) -> None:
 
 def compile_graph(graph: Graph, weights: dict, *, dtype: str = "float32", target: Target | None = None,
                   llvm_opt: int = 3, use_cache: bool = True, aot: bool = False, symbol: str | None = None,
-                  keep_ir: bool = False, profile: bool = False) -> Compiled:
+                  keep_ir: bool = False, profile: bool = False, state: dict[str, str] | None = None) -> Compiled:
     """Compile an optimized graph (weights are needed for kernels that re-pack them: their sizes). `aot` makes a
-    position-independent object for a C program (never cached)."""
+    position-independent object for a C program (never cached). `state` (a training step: parameter -> the output
+    holding its next value) updates those parameters in the weights blob (codegen.py)."""
     init_llvm()
     target = target or Target.host()
     symbol = symbol or symbol_name(graph.name)
-    key = cache_key(graph, dtype, target, llvm_opt, symbol + (" profile" if profile else ""))
+    key = cache_key(graph, dtype, target, llvm_opt, symbol + (" profile" if profile else ""), state)
     if use_cache and not aot and not keep_ir:
         hit = _read_cache(key)
         if hit is not None:
             return Compiled(hit[0], hit[1], key, cached=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    entry_ir, kernels, layout = build_module(graph, weights, dtype, target, symbol, profile=profile)
+    entry_ir, kernels, layout = build_module(graph, weights, dtype, target, symbol, profile=profile, state=state)
     timings["codegen"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     main = llvm.parse_assembly(entry_ir)

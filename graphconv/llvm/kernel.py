@@ -18,7 +18,16 @@ An emitter is `emit(kc: KernelContext) -> None` registered with `@kernel("op", .
 - handle the blocked layout when `kc.block` is set (rank-5 inputs and output, parameters packed by the op's
   `pack_param`), or declare it cannot by raising `Unsupported`;
 - tolerate its output aliasing its first data input when the op's fusion kind is elementwise or broadcast (the
-  memory planner runs those in place).
+  memory planner runs those in place), and the data inputs listed in `IN_PLACE` for its op (a training step writes
+  the next value of a parameter over the parameter itself: graphconv/llvm/train.py).
+
+Two more registries let a family of ops shape how it runs without touching the code generator:
+- `@lowering("op")`: `fn(node) -> [nodes]` replaces a node by several run in order (e.g. a loss as per-sample
+  rows, then their sum: a reduction over the batch that stays deterministic and still splits between threads);
+  intermediate values named `<node>.~<something>` get per-sample temporaries, like split epilogues. The ops of
+  the new nodes need not be graph ops: they only need an emitter here (`~` names, by convention).
+- `IN_PLACE[op] = (input positions)`: the data inputs whose memory the op's emitter may write its output into
+  (it reads element i of them before it writes element i of the output).
 """
 
 from __future__ import annotations
@@ -34,7 +43,8 @@ from ..ir.graph import Node, TensorType
 from ..ops import REGISTRY, epilogue
 from .builder import KB, Index
 
-__all__ = ["KernelContext", "Tensor", "kernel", "KERNELS", "Unsupported", "PACKERS", "packer", "CodegenError"]
+__all__ = ["KernelContext", "Tensor", "kernel", "KERNELS", "Unsupported", "PACKERS", "packer", "CodegenError",
+           "LOWERINGS", "lowering", "IN_PLACE", "in_place_inputs", "gather_index"]
 
 
 class CodegenError(GraphconvError):
@@ -47,6 +57,8 @@ class Unsupported(Exception):
 
 KERNELS: dict[str, Callable[["KernelContext"], None]] = {}
 PACKERS: dict[str, Callable[..., np.ndarray]] = {}
+LOWERINGS: dict[str, Callable[[Node], list[Node]]] = {}
+IN_PLACE: dict[str, tuple[int, ...]] = {}
 
 
 def kernel(*ops: str):
@@ -58,6 +70,48 @@ def kernel(*ops: str):
             KERNELS[op] = fn
         return fn
     return deco
+
+
+def lowering(*ops: str):
+    """Register `fn(node) -> [nodes]`, run instead of the node (see the module doc)."""
+    def deco(fn):
+        for op in ops:
+            if op in LOWERINGS:
+                raise ValueError(f"two lowerings for op {op!r}")
+            LOWERINGS[op] = fn
+        return fn
+    return deco
+
+
+def in_place_inputs(node: Node) -> tuple[int, ...]:
+    """The data inputs of `node` its kernel may write its output over: `IN_PLACE` for its op, else the first input
+    of an elementwise or broadcast op (the memory planner's in-place rule). None for a node with an epilogue."""
+    if epilogue.steps(node.attrs):
+        return ()
+    if node.op in IN_PLACE:
+        return IN_PLACE[node.op]
+    op = REGISTRY.get(node.op)
+    return (0,) if op is not None and op.fusion in ("elementwise", "broadcast") else ()
+
+
+def gather_index(packer_name: str, shape: tuple[int, ...], args: dict[str, Any]) -> np.ndarray:
+    """The packer as a gather: int32 `idx` with packed.flat[j] = w.flat[idx[j]], or 0 where idx[j] is -1 (the
+    padding). Generated code uses it to re-pack a parameter that changes at run time (a training step's state).
+    Raises CodegenError when the packer is not such a gather."""
+    fn = PACKERS[packer_name]
+    n = int(np.prod(shape, dtype=np.int64))
+    if n >= 2 ** 31 - 1:
+        raise CodegenError(f"packer {packer_name}: {n} elements are too many for an int32 gather index")
+    packed = np.asarray(fn((np.arange(n, dtype=np.float64) + 1.0).reshape(shape), **args), np.float64).reshape(-1)
+    idx = np.rint(packed).astype(np.int64) - 1
+    probe = np.random.default_rng(0).standard_normal(shape)
+    want = np.asarray(fn(probe, **args), np.float64).reshape(-1)
+    got = np.where(idx >= 0, probe.reshape(-1)[np.clip(idx, 0, max(n - 1, 0))], 0.0)
+    if (np.any(packed != idx + 1) or np.any(idx < -1) or np.any(idx >= n) or want.shape != got.shape
+            or not np.array_equal(want, got)):
+        raise CodegenError(f"packer {packer_name} is not a gather of the parameter's elements: a parameter that "
+                           "changes at run time cannot be re-packed by the generated code")
+    return idx.astype(np.int32)
 
 
 def packer(name: str):

@@ -22,7 +22,7 @@ from ..ir.graph import Graph
 from ..network import Model, Network
 from .codegen import Layout
 from .compiler import Compiled, compile_graph, load_object
-from .kernel import PACKERS
+from .kernel import PACKERS, gather_index
 from .target import Target
 
 __all__ = ["LLVMModel", "build_blob", "aligned_empty"]
@@ -39,16 +39,20 @@ def aligned_empty(nbytes: int, align: int = 64) -> np.ndarray:
 
 
 def build_blob(layout: Layout, graph: Graph, weights: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The weights blob the code reads: every parameter in the build's float type at its offset, and the
-    re-packed copies kernels asked for. Sizes are checked against the layout before anything is written."""
+    """The weights blob the code reads: every parameter in the build's float type at its offset, the re-packed
+    copies kernels asked for, and (training) the gather indices that re-pack state parameters. Sizes are checked
+    against the layout before anything is written."""
     dt = np.dtype(layout.dtype)
     blob = aligned_empty(max(layout.blob_bytes, 64))
     blob[:] = 0
     for e in layout.blob:
         arr = np.asarray(weights[e.param])
-        if e.packer is not None:
-            arr = PACKERS[e.packer](arr, **e.args)
-        arr = np.ascontiguousarray(arr, dtype=dt)
+        if e.kind == "index":  # the int32 gather the code re-packs a changing parameter with
+            arr = gather_index(e.packer, arr.shape, e.args)
+        elif e.packer is not None:
+            arr = np.ascontiguousarray(PACKERS[e.packer](arr, **e.args), dtype=dt)
+        else:
+            arr = np.ascontiguousarray(arr, dtype=dt)
         if arr.nbytes != e.nbytes or e.offset + e.nbytes > layout.blob_bytes:
             raise GraphconvError(f"weights blob: '{e.param}' has {arr.nbytes} bytes, the code expects {e.nbytes}")
         blob[e.offset:e.offset + e.nbytes] = arr.view(np.uint8).reshape(-1)

@@ -24,9 +24,19 @@ Algorithm (for the nodes in their topological order, which is the execution orde
 every violation (two live buffers sharing bytes other than an in-place pair, misaligned or out-of-arena offsets,
 missing or unknown buffers, in-place pairs that are not safe), so tests and backends need not trust the planner.
 
+Static values apart (`plan(graph, static_apart=True)`, used by the llvm backend). In a graph with the symbolic
+batch dimension, a buffer whose type has no symbolic dimension (a training graph's weight gradients, batch
+statistics, the [1] loss) has the same size at every batch size: planned in the per-sample arena it would be
+scaled by the batch like everything else, N times its size. With `static_apart` such buffers are placed, by the
+same greedy algorithm, in a second arena of `static_bytes` that the batch does not scale (`MemoryPlan.static` names
+them; their offsets are within it). A graph with no static buffer gets exactly the plan it gets without the option.
+
+Training graphs. The plan of a whole training graph (forward, losses, backward and updates as nodes of one graph) is
+valid as is: lifetimes come from the graph, so an activation the backward pass reads stays live until that reader.
+
 What it does not do:
-- It plans the forward pass only. A training step needs activations kept for the backward pass, so a backend that
-  trains must not reuse memory by this plan (the plan is still recorded on training graphs, for inspection).
+- It does not plan the state of a training step (the parameters an update node replaces): parameters are not
+  buffers; a backend that writes the next values into the parameters' own memory checks that itself.
 - It is per sample (`batch` 1 by default; `plan(graph, batch=B)` plans a fixed batch). It allocates nothing and
   the reference executor does not use it.
 - No scratch memory for ops (im2col workspaces and the like), no aliasing of views (flatten and reshape get a
@@ -48,7 +58,8 @@ import numpy as np
 from ..ir.graph import Graph, Node, Value
 from .base import Pass, PassResult, Program
 
-__all__ = ["ALIGNMENT", "MemoryPlan", "PlanMemory", "plan", "check_plan", "format_bytes", "buffer_lifetimes"]
+__all__ = ["ALIGNMENT", "MemoryPlan", "PlanMemory", "plan", "check_plan", "format_bytes", "buffer_lifetimes",
+           "static_buffers"]
 
 ALIGNMENT = 64
 INPLACE_FUSION = ("elementwise", "broadcast")
@@ -60,7 +71,8 @@ class MemoryPlan:
 
     `offsets`: value name -> byte offset, for every buffer; `sizes`: value name -> aligned byte size;
     `lifetimes`: value name -> (first, last) node index, closed; `inplace`: (output, input) pairs that share memory
-    because the output's producer writes into its input."""
+    because the output's producer writes into its input; `static` (with `static_apart`): the buffers placed in the
+    static region of `static_bytes`, whose offsets are within that region."""
 
     arena_bytes: int
     total_bytes: int
@@ -70,6 +82,8 @@ class MemoryPlan:
     sizes: dict[str, int] = field(default_factory=dict)
     lifetimes: dict[str, tuple[int, int]] = field(default_factory=dict)
     concat_slices: dict[str, tuple[str, int]] = field(default_factory=dict)  # value -> (its concat, offset)
+    static: set[str] = field(default_factory=set)  # buffers in the static region (offsets within it)
+    static_bytes: int = 0  # the static region's size (not scaled by the batch)
 
     def to_meta(self) -> dict[str, Any]:
         """The JSON-friendly form stored in `graph.meta["memory_plan"]`."""
@@ -81,6 +95,7 @@ class MemoryPlan:
             "inplace": [[out, inp] for out, inp in self.inplace],
             **({"concat_slices": {k: [c, int(o)] for k, (c, o) in self.concat_slices.items()}}
                if self.concat_slices else {}),
+            **({"static": sorted(self.static), "static_bytes": int(self.static_bytes)} if self.static else {}),
         }
 
     def notes(self) -> list[str]:
@@ -93,6 +108,9 @@ class MemoryPlan:
                f"({pct:.0f}%, {per})"]
         if self.inplace:
             out.append(f"{len(self.inplace)} in-place")
+        if self.static:
+            out.append(f"{len(self.static)} static buffers in {format_bytes(self.static_bytes)} (not scaled by the "
+                       f"batch)")
         return out
 
 
@@ -181,31 +199,22 @@ def _inplace_input(node: Node, i: int, life: Mapping[str, tuple[int, int]]) -> V
     return None
 
 
-def plan(graph: Graph, *, batch: int = 1, concat_in_place: bool = False) -> MemoryPlan:
-    """The memory plan of `graph` for `batch` samples (see the module doc). With `concat_in_place`, the inputs
-    `concat_slices` finds get no buffer: a backend that writes them into their concat's output asks for it."""
-    slices = concat_slices(graph) if concat_in_place else {}
-    life = buffer_lifetimes(graph, slices)
-    sizes = {name: _size(graph.values[name], batch) for name in life}
+def _batched(graph: Graph) -> bool:
+    return any(isinstance(d, str) for v in graph.values.values() for d in v.type.shape)
 
-    # in-place pairs, and the groups of values sharing one buffer (keyed by the group's first value)
-    group_of: dict[str, str] = {name: name for name in life}
-    inplace: list[tuple[str, str]] = []
-    for i, node in enumerate(graph.nodes):
-        v = _inplace_input(node, i, life)
-        if v is not None:
-            inplace.append((node.output.name, v.name))
-            group_of[node.output.name] = group_of[v.name]
-    members: dict[str, list[str]] = {}
-    for name in life:  # in node order, so a group's first member is its root
-        members.setdefault(group_of[name], []).append(name)
-    groups = []  # (size, first, last, root)
-    for root, names in members.items():
-        groups.append((max(sizes[n] for n in names), min(life[n][0] for n in names), max(life[n][1] for n in names),
-                       root))
 
-    # greedy placement: largest first, each at the lowest offset clear of every placed, simultaneously live group
-    groups.sort(key=lambda g: (-g[0], g[1], g[2]))
+def static_buffers(graph: Graph, life: Mapping[str, tuple[int, int]]) -> set[str]:
+    """The buffers `static_apart` places in the static region: those without a symbolic dimension, in a graph that
+    has one (in a fully static graph nothing is scaled, so nothing moves)."""
+    if not _batched(graph):
+        return set()
+    return {name for name in life if graph.values[name].type.is_static}
+
+
+def _place(groups: list[tuple[int, int, int, str]]) -> tuple[dict[str, int], int]:
+    """Greedy placement of (size, first, last, root) groups: largest first, each at the lowest offset clear of every
+    placed, simultaneously live group. Returns (root -> offset, arena size)."""
+    groups = sorted(groups, key=lambda g: (-g[0], g[1], g[2]))
     placed: list[tuple[int, int, int, int]] = []  # (first, last, offset, size)
     offset_of: dict[str, int] = {}
     arena = 0
@@ -219,6 +228,38 @@ def plan(graph: Graph, *, batch: int = 1, concat_in_place: bool = False) -> Memo
         placed.append((first, last, at, size))
         offset_of[root] = at
         arena = max(arena, at + size)
+    return offset_of, arena
+
+
+def plan(graph: Graph, *, batch: int = 1, concat_in_place: bool = False, static_apart: bool = False) -> MemoryPlan:
+    """The memory plan of `graph` for `batch` samples (see the module doc). With `concat_in_place`, the inputs
+    `concat_slices` finds get no buffer: a backend that writes them into their concat's output asks for it. With
+    `static_apart`, buffers without the batch dimension get a region of their own (`MemoryPlan.static`)."""
+    slices = concat_slices(graph) if concat_in_place else {}
+    life = buffer_lifetimes(graph, slices)
+    sizes = {name: _size(graph.values[name], batch) for name in life}
+    static = static_buffers(graph, life) if static_apart else set()
+
+    # in-place pairs, and the groups of values sharing one buffer (keyed by the group's first value)
+    group_of: dict[str, str] = {name: name for name in life}
+    inplace: list[tuple[str, str]] = []
+    for i, node in enumerate(graph.nodes):
+        v = _inplace_input(node, i, life)
+        if v is not None:
+            inplace.append((node.output.name, v.name))
+            group_of[node.output.name] = group_of[v.name]
+    members: dict[str, list[str]] = {}
+    for name in life:  # in node order, so a group's first member is its root
+        members.setdefault(group_of[name], []).append(name)
+    groups = []  # (size, first, last, root), per region (an in-place pair has one type, so one region)
+    static_groups = []
+    for root, names in members.items():
+        g = (max(sizes[n] for n in names), min(life[n][0] for n in names), max(life[n][1] for n in names), root)
+        (static_groups if root in static else groups).append(g)
+
+    offset_of, arena = _place(groups)
+    static_offset_of, static_bytes = _place(static_groups)
+    offset_of.update(static_offset_of)
 
     return MemoryPlan(
         arena_bytes=arena,
@@ -229,6 +270,8 @@ def plan(graph: Graph, *, batch: int = 1, concat_in_place: bool = False) -> Memo
         sizes=sizes,
         lifetimes=life,
         concat_slices=slices,
+        static=static,
+        static_bytes=static_bytes,
     )
 
 
@@ -239,10 +282,12 @@ def check_plan(graph: Graph, memory_plan: MemoryPlan | Mapping[str, Any]) -> lis
         arena, batch = memory_plan.arena_bytes, memory_plan.batch
         offsets, pairs = dict(memory_plan.offsets), [tuple(p) for p in memory_plan.inplace]
         slices = dict(memory_plan.concat_slices)
+        static, static_bytes = set(memory_plan.static), memory_plan.static_bytes
     else:
         arena, batch = int(memory_plan["arena_bytes"]), int(memory_plan.get("batch", 1))
         offsets, pairs = dict(memory_plan["offsets"]), [tuple(p) for p in memory_plan["inplace"]]
         slices = {k: (c, int(o)) for k, (c, o) in memory_plan.get("concat_slices", {}).items()}
+        static, static_bytes = set(memory_plan.get("static", ())), int(memory_plan.get("static_bytes", 0))
     problems: list[str] = []
     allowed_slices = concat_slices(graph)
     for name, where in slices.items():
@@ -254,13 +299,19 @@ def check_plan(graph: Graph, memory_plan: MemoryPlan | Mapping[str, Any]) -> lis
     for name in life:
         if name not in offsets:
             problems.append(f"buffer '{name}' has no offset")
+    allowed_static = static_buffers(graph, life)
+    for name in sorted(static):
+        if name not in allowed_static:
+            problems.append(f"buffer '{name}' is in the static region but is not a static buffer of a batched graph")
     for name, off in offsets.items():
+        end = static_bytes if name in static else arena
+        where = "static region" if name in static else "arena"
         if name not in life:
             problems.append(f"'{name}' has an offset but is not an intermediate value of the graph")
         elif off < 0 or off % ALIGNMENT:
             problems.append(f"buffer '{name}' is at offset {off}, not a non-negative multiple of {ALIGNMENT}")
-        elif off + sizes[name] > arena:
-            problems.append(f"buffer '{name}' ({sizes[name]} bytes at {off}) ends past the arena ({arena} bytes)")
+        elif off + sizes[name] > end:
+            problems.append(f"buffer '{name}' ({sizes[name]} bytes at {off}) ends past the {where} ({end} bytes)")
     index = {n.output.name: i for i, n in enumerate(graph.nodes)}
     allowed: set[frozenset[str]] = set()
     for pair in pairs:
@@ -271,7 +322,7 @@ def check_plan(graph: Graph, memory_plan: MemoryPlan | Mapping[str, Any]) -> lis
         i = index[out]
         if _inplace_input(graph.nodes[i], i, life) is not graph.values[inp]:
             problems.append(f"in-place pair ['{out}', '{inp}']: node '{out}' may not write into '{inp}'")
-        elif offsets.get(out) != offsets.get(inp):
+        elif offsets.get(out) != offsets.get(inp) or (out in static) != (inp in static):
             problems.append(f"in-place pair ['{out}', '{inp}'] is at offsets {offsets.get(out)} and "
                             f"{offsets.get(inp)}")
         allowed.add(frozenset(pair))
@@ -283,7 +334,8 @@ def check_plan(graph: Graph, memory_plan: MemoryPlan | Mapping[str, Any]) -> lis
             fb, lb = life[b]
             if fb > la:
                 break  # `names` is in start order: no later buffer is live together with `a`
-            if offsets[b] < ea and oa < offsets[b] + sizes[b] and frozenset((a, b)) not in allowed:
+            if (offsets[b] < ea and oa < offsets[b] + sizes[b] and frozenset((a, b)) not in allowed
+                    and (a in static) == (b in static)):
                 problems.append(f"buffers '{a}' (nodes {fa}..{la}, bytes {oa}..{ea}) and '{b}' (nodes {fb}..{lb}, "
                                 f"bytes {offsets[b]}..{offsets[b] + sizes[b]}) are live together and overlap")
     return problems

@@ -6,6 +6,7 @@
     pool.py         max/avg/lp pooling, window_reduce, global pools, reduce_mean
     data.py         concat, slice, pad, transpose, reshape, flatten, upsample, layout conversions
     norm.py         softmax, log_softmax, lrn
+    train.py        training: batchnorm with batch statistics and its gradients, reduce_sum, losses, optimizers
 """
 
-from . import conv, data, elementwise, matmul, norm, pool  # noqa: F401
+from . import conv, data, elementwise, matmul, norm, pool, train  # noqa: F401
