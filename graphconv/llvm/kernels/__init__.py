@@ -10,3 +10,4 @@
 """
 
 from . import conv, data, elementwise, matmul, norm, pool, train  # noqa: F401
+from . import train_conv_input, train_conv_weight, train_pool, train_shape  # noqa: F401  (gradients)
