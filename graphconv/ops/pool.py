@@ -108,18 +108,21 @@ class Pool(WindowGeometry, OpDef):
                     ceil_mode=int(attrs["ceil_mode"]))
 
     def onnx_pool(self, node, e, op_type: str, out: str | None, **attrs) -> str:
-        """An ONNX pool (MaxPool, AveragePool, LpPool) on the node's input. ONNX shape inference keeps a ceil_mode
-        window that starts in the right padding, which PyTorch, graphconv and onnxruntime's kernels drop; the
-        inferred extra row or column would clash with tensors the output meets (a loss's target in a training
-        graph), so the output is then sliced to its true size (a no-op at run time)."""
+        """An ONNX pool (MaxPool, AveragePool, LpPool) on the node's input. ONNX's ceil_mode size rule keeps a window
+        that starts in the right padding, which PyTorch, graphconv and onnxruntime's kernels drop; its declared size
+        would then differ from the size computed at run time (and onnxruntime plans buffers by declared sizes, which
+        breaks training graphs that reuse them). Such a pool is exported without ceil_mode, its bottom and right
+        padding grown to cover the overhang: the same windows, and sizes that agree."""
         a, x = node.attrs, node.inputs[0]
         h, w = int(x.type.shape[2]), int(x.type.shape[3])
-        oh, ow = self._out_hw(a, h, w)
-        if not a["ceil_mode"] or (oh, ow) == self._onnx_ceil_out_hw(a, h, w):
+        if not a["ceil_mode"] or self._out_hw(a, h, w) == self._onnx_ceil_out_hw(a, h, w):
             return e.add_node(op_type, [e.value(x)], out, **attrs)
-        y = e.add_node(op_type, [e.value(x)], **attrs)
-        return e.add_node("Slice", [y, e.ints([0, 0], "starts"), e.ints([oh, ow], "ends"), e.ints([2, 3], "axes")],
-                          out)
+        attrs = {**attrs, "ceil_mode": 0, "pads": list(self.overhang_pads(a, h, w))}
+        if op_type == "AveragePool" and attrs.get("count_include_pad"):
+            # the grown padding must not count: window sums over the divisor the reference uses
+            sums = _window_sum_conv(self, a, x, e.value(x), e)
+            return e.add_node("Div", [sums, e.const(self.divisor(a, h, w).astype(np.float64), "divisor")], out)
+        return e.add_node(op_type, [e.value(x)], out, **attrs)
 
     def _onnx_ceil_out_hw(self, attrs, h: int, w: int) -> tuple[int, int]:
         """The ONNX specification's ceil_mode output size: ceil((size + pads - extent) / stride) + 1."""

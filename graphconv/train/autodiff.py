@@ -2,25 +2,27 @@
 gradients, so every backend runs and the optimizer treats it like any other graph.
 
     tg = differentiate(graph, [Loss("logits")])            # trainable parameters by default
-    tg.graph.outputs  # the network's outputs, "loss", and "grad:<name>" for each differentiated tensor
+    tg.graph.outputs  # the network's outputs, "@loss", and "grad:<name>" for each differentiated tensor
     tg.grads          # {parameter or input name: output name of its gradient}
 
 Three steps, in this order:
 
 1. Training mode (`to_training_mode`). Dropout becomes `x · mask` with the mask a new graph input
-   `<node>.mask` (0 or 1/(1 - rate), drawn by the caller), so every backend applies the same mask and the
+   `<node>@mask` (0 or 1/(1 - rate), drawn by the caller), so every backend applies the same mask and the
    gradient check sees a fixed function. Batchnorm (unless frozen) normalizes with the batch's statistics
    (`bn_stats`, `bn_train`) and its updated running statistics become outputs (`TrainingGraph.updates`).
 2. Losses (`add_losses`): one loss node per `Loss` on a network output, reading a new target input
-   (`<output>.target`, same shape: one-hot or smoothed class probabilities, or regression targets); the output
-   "loss" is their weighted sum.
+   (`<output>@target`, same shape: one-hot or smoothed class probabilities, or regression targets); the output
+   "@loss" is their weighted sum.
 3. Backward (`add_backward`): nodes in reverse order; each op's `gradient` rule (ops/schema.py) adds the nodes
    that compute its inputs' gradients. A value read by several nodes gets the sum of their contributions. Only
    values on a path from a wanted tensor (trainable parameters, or inputs when asked) to a loss get gradients:
    frozen, fixed and buffer parameters get none, nor do the parts of the graph that cannot reach them.
 
 Names: nodes a gradient rule adds are `<node>@<op><k>`; the summed gradient of a value is `<value>@grad`; the
-gradient outputs are `grad:<name>`. `@` and `:` cannot appear in names written in a spec.
+gradient outputs are `grad:<name>`; the loss is "@loss", the optimizer's inputs "@lr" and "@step"; targets and
+dropout masks are inputs `<output>@target` and `<node>@mask`. `@` and `:` cannot appear in names written in a spec,
+so none of these collides with a network's own names.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from ..ops import REGISTRY
 from ..ops.build import add_op
 
 __all__ = ["Loss", "TrainingGraph", "GradBuilder", "differentiate", "to_training_mode", "add_losses",
-           "add_backward", "LOSS_KINDS"]
+           "add_backward", "LOSS_KINDS", "LOSS"]
 
 LOSS_KINDS = ("cross_entropy", "mse")
+LOSS = "@loss"  # the output holding the total loss
 LOSS_OPS = {"cross_entropy": "softmax_cross_entropy", "mse": "mse_loss"}
 
 
@@ -91,7 +94,7 @@ def to_training_mode(tg: TrainingGraph) -> None:
             if rate == 0.0:
                 node.op, node.attrs = "identity", {}
                 continue
-            mask = g.add_input(f"{node.name}.mask", node.inputs[0].type)
+            mask = g.add_input(f"{node.name}@mask", node.inputs[0].type)
             tg.masks[mask.name] = rate
             node.op, node.attrs = "mul", {}
             node.inputs = [node.inputs[0], mask]
@@ -116,7 +119,7 @@ def to_training_mode(tg: TrainingGraph) -> None:
 # -- 2. losses ----------------------------------------------------------------------------------------------------
 
 def add_losses(tg: TrainingGraph) -> Value:
-    """One loss node per `Loss`, a target input for each, and the weighted total as output "loss"."""
+    """One loss node per `Loss`, a target input for each, and the weighted total as output "@loss"."""
     g = tg.graph
     if not tg.losses:
         raise TrainingError("training needs at least one loss")
@@ -132,7 +135,7 @@ def add_losses(tg: TrainingGraph) -> Value:
             raise TrainingError(f"two losses on output '{loss.output}'")
         seen.add(loss.output)
         y = g.outputs[loss.output]
-        target = g.add_input(f"{loss.output}.target", y.type)
+        target = g.add_input(f"{loss.output}@target", y.type)
         tg.targets[loss.output] = target.name
         attrs: dict[str, Any] = {"scale": float(loss.weight)}
         if loss.kind == "cross_entropy":
@@ -145,7 +148,9 @@ def add_losses(tg: TrainingGraph) -> Value:
             raise TrainingError(f"loss {loss.kind} on output '{loss.output}' ({y.type}): "
                                 f"{getattr(e, 'message', e)}") from None
     total = parts[0] if len(parts) == 1 else add_op(g, "loss@total", "add", parts)
-    g.set_output("loss", total)
+    if LOSS in g.outputs:
+        raise TrainingError(f"{g.name} already has an output named '{LOSS}'")
+    g.set_output(LOSS, total)
     return total
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..ir.graph import Graph
 from ..reference.executor import run_graph
-from .autodiff import Loss, TrainingGraph, differentiate
+from .autodiff import LOSS, Loss, TrainingGraph, differentiate
 
 __all__ = ["GradCheck", "check_gradients", "training_feed"]
 
@@ -58,7 +58,7 @@ def training_feed(tg: TrainingGraph, inputs: Mapping[str, np.ndarray], *, seed: 
         if v.name in tg.masks:
             rate = tg.masks[v.name]
             feed[v.name] = ((rng.random(shape) >= rate) / (1.0 - rate)).astype(dtype)
-        elif v.name.endswith(".target"):
+        elif v.name.endswith("@target"):
             t = rng.random(shape)
             feed[v.name] = (t / t.sum(axis=1, keepdims=True) if len(shape) == 2 else t).astype(dtype)
         else:
@@ -80,7 +80,7 @@ def check_gradients(graph: Graph, weights: Mapping[str, np.ndarray], inputs: Map
 
     def loss(feed_: Mapping, w_: Mapping) -> float:
         return float(run_graph(fwd, {k: v for k, v in feed_.items() if k in {i.name for i in fwd.inputs}}, w_,
-                               dtype="float64")["loss"][0])
+                               dtype="float64")[LOSS][0])
 
     asked = list(tg.grads) if wrt is None else list(wrt) + ([v.name for v in graph.inputs] if inputs_grad else [])
     report = GradCheck()

@@ -1,6 +1,6 @@
 """Optimizers as part of the training graph: `add_optimizer(tg, Optimizer(...))` turns each parameter's gradient
 into update nodes (graphconv/ops/optim.py) computing its next value and its optimizer state's, so a training step
-is one graph: inputs (the batch, targets, dropout masks, "lr", and "step" for Adam), outputs ("loss", the network's
+is one graph: inputs (the batch, targets, dropout masks, "@lr", and "@step" for Adam), outputs ("@loss", the network's
 outputs, and one `update:<name>` per state parameter: weights, momentum buffers, Adam moments, batchnorm running
 statistics). The optimizer state lives in new buffer parameters `<param>@momentum`, `<param>@m`, `<param>@v`,
 zero at the start.
@@ -67,11 +67,11 @@ def add_optimizer(tg: TrainingGraph, opt: Optimizer) -> None:
     if not params:
         raise TrainingError(f"{g.name} has no trainable parameter that reaches the loss")
     dtype = g.params[params[0]].value.type.dtype
-    lr = g.add_input("lr", TensorType((1,), dtype))
+    lr = g.add_input("@lr", TensorType((1,), dtype))
     tg.hyper["lr"] = lr.name
     step = None
     if opt.kind in ("adam", "adamw"):
-        step = g.add_input("step", TensorType((1,), dtype))
+        step = g.add_input("@step", TensorType((1,), dtype))
         tg.hyper["step"] = step.name
     for name in params:
         w = g.values[name]

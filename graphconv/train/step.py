@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import GraphconvError, TrainingError
 from ..ir.graph import Graph
-from .autodiff import Loss, TrainingGraph, differentiate
+from .autodiff import LOSS, Loss, TrainingGraph, differentiate
 from .optim import Optimizer, add_optimizer
 
 __all__ = ["TrainStep", "StepResult", "Runner", "build_training_graph", "STEP_BACKENDS"]
@@ -151,6 +151,9 @@ class TrainStep:
             raise GraphconvError(f"unknown device {device!r}; choose cpu or cuda")
         if device == "cuda" and backend != "onnx":
             raise GraphconvError("training on a GPU goes through onnxruntime: use backend 'onnx' with device 'cuda'")
+        if backend == "onnx" and dtype != "float32":
+            raise GraphconvError("training on onnxruntime runs in float32 (its CPU kernels have no float64 "
+                                 "convolutions); use dtype float32, or the llvm or reference backend for float64")
         self.net = net
         self.optimizer = optimizer or Optimizer()
         self.tg = build_training_graph(net.graph, losses, self.optimizer)
@@ -168,6 +171,10 @@ class TrainStep:
 
             self.runner = LLVMRunner(self.tg, state, dtype, threads=threads, **options)
         self.batch_inputs = [v.name for v in net.graph.inputs]
+        # batchnorm layers with one value per channel and sample ([N, C] or 1x1 maps): a batch of one has no
+        # variance (PyTorch refuses it too)
+        self.single_value_bn = [n.name for n in g.nodes if n.op == "bn_train"
+                                and n.inputs[0].type.numel(1) == int(n.inputs[0].type.shape[1])]
 
     # -- state ----------------------------------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
@@ -185,10 +192,12 @@ class TrainStep:
 
     # -- one step -------------------------------------------------------------------------------------------------
     def masks(self, batch: int) -> dict[str, np.ndarray]:
-        """The dropout masks of step `self.steps` (0 or 1/(1 - rate)), from the seed and the step number."""
+        """The dropout masks of step `self.steps` (0 or 1/(1 - rate)), from the seed and the step number; their
+        stream's seed starts with its own tag, 0x64726F70 "drop" (graphconv/train/loop.py: STREAM_DROPOUT), so it is
+        none of the training loop's streams."""
         out = {}
         for name, rate in self.tg.masks.items():
-            rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.steps, len(out)]))
+            rng = np.random.default_rng(np.random.SeedSequence([0x64726F70, self.seed, self.steps, len(out)]))
             shape = self.tg.graph.values[name].type.concrete(batch)
             out[name] = ((rng.random(shape) >= rate) * (1.0 / (1.0 - rate))).astype(self.dtype)
         return out
@@ -197,6 +206,9 @@ class TrainStep:
         """One step on a batch: `inputs` by network input name, `targets` by network output name (one-hot class
         probabilities for cross-entropy)."""
         batch = int(np.shape(next(iter(inputs.values())))[0])
+        if batch == 1 and self.single_value_bn:
+            raise TrainingError(f"batchnorm '{self.single_value_bn[0]}' sees one value per channel in a batch of one "
+                                f"sample, so it has no batch variance; train with batches of at least 2")
         feed = {k: np.asarray(v, self.dtype) for k, v in inputs.items()}
         for out, name in self.tg.targets.items():
             if out not in targets:
@@ -208,5 +220,5 @@ class TrainStep:
             feed[self.tg.hyper["step"]] = np.array([self.steps + 1], self.dtype)
         out = self.runner.run(feed)
         self.steps += 1
-        loss = float(np.asarray(out.pop("loss")).reshape(-1)[0])
+        loss = float(np.asarray(out.pop(LOSS)).reshape(-1)[0])
         return StepResult(loss, {k: out[k] for k in self.tg.targets if k in out})

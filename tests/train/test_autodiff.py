@@ -11,7 +11,7 @@ from graphconv.ir.graph import Graph, TensorType
 from graphconv.ir.verify import verify
 from graphconv.ops.build import add_op
 from graphconv.reference.executor import run_graph
-from graphconv.train.autodiff import Loss, differentiate
+from graphconv.train.autodiff import LOSS, Loss, differentiate
 from graphconv.train.gradcheck import training_feed
 
 from .grad_helpers import assert_gradients, assert_onnx_matches
@@ -54,8 +54,8 @@ def test_dropout_becomes_a_mask_input_and_rate_zero_the_identity():
     verify(tg.graph)
     ops = {n.name: n.op for n in tg.graph.nodes}
     assert ops["drop"] == "mul" and ops["drop0"] == "identity"
-    assert tg.masks == {"drop.mask": 0.25}
-    assert [v.name for v in tg.graph.inputs] == ["x", "drop.mask", "y.target"]
+    assert tg.masks == {"drop@mask": 0.25}
+    assert [v.name for v in tg.graph.inputs] == ["x", "drop@mask", "y@target"]
     # the original graph is untouched
     assert [n.op for n in g.nodes] == ["dropout", "dropout"]
 
@@ -119,13 +119,13 @@ def test_weighted_losses_add_up_to_the_total():
     g.set_output("ya", add_op(g, "a", "batchnorm", [x]))
     g.set_output("yb", add_op(g, "b", "batchnorm", [x]))
     w = _weights(g)
-    feed = {"x": _x((5, 4)), "ya.target": _x((5, 4), seed=2), "yb.target": _x((5, 4), seed=3)}
+    feed = {"x": _x((5, 4)), "ya@target": _x((5, 4), seed=2), "yb@target": _x((5, 4), seed=3)}
     parts = []
     for out in ("ya", "yb"):
         tg = differentiate(g, [Loss(out, "mse")], wrt=[])
-        parts.append(run_graph(tg.graph, {k: feed[k] for k in ("x", f"{out}.target")}, w, dtype="float64")["loss"][0])
+        parts.append(run_graph(tg.graph, {k: feed[k] for k in ("x", f"{out}@target")}, w, dtype="float64")[LOSS][0])
     tg = differentiate(g, [Loss("ya", "mse", weight=1.0), Loss("yb", "mse", weight=0.3)], wrt=[])
-    total = run_graph(tg.graph, feed, w, dtype="float64")["loss"][0]
+    total = run_graph(tg.graph, feed, w, dtype="float64")[LOSS][0]
     assert total == pytest.approx(parts[0] + 0.3 * parts[1], rel=1e-12)
 
 
@@ -200,13 +200,13 @@ def test_cross_entropy_value_and_gradient(smoothing, weight):
     tg = differentiate(g, [loss], wrt=[], inputs=True)
     labels = np.array([0, 3, 6, 2, 2])
     onehot = np.eye(7)[labels]
-    out = run_graph(tg.graph, {"x": z, "y.target": onehot}, {}, dtype="float64")
+    out = run_graph(tg.graph, {"x": z, "y@target": onehot}, {}, dtype="float64")
     # PyTorch's CrossEntropyLoss(label_smoothing=s), written out
     logp = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
     nll = -logp[np.arange(5), labels]
     smooth = -logp.mean(axis=1)
     want = weight * np.mean((1 - smoothing) * nll + smoothing * smooth)
-    assert out["loss"][0] == pytest.approx(want, rel=1e-12)
+    assert out[LOSS][0] == pytest.approx(want, rel=1e-12)
     p = np.exp(logp)
     target = onehot * (1 - smoothing) + smoothing / 7
     np.testing.assert_allclose(out["grad:x"], weight * (p - target) / 5, rtol=1e-10, atol=1e-14)
@@ -220,8 +220,8 @@ def test_mse_value_and_gradient():
     loss = Loss("y", "mse", weight=0.5)
     tg = differentiate(g, [loss], wrt=[], inputs=True)
     t = _x((4, 2, 3), seed=7)
-    out = run_graph(tg.graph, {"x": x, "y.target": t}, {}, dtype="float64")
-    assert out["loss"][0] == pytest.approx(0.5 * np.mean((x - t) ** 2), rel=1e-12)
+    out = run_graph(tg.graph, {"x": x, "y@target": t}, {}, dtype="float64")
+    assert out[LOSS][0] == pytest.approx(0.5 * np.mean((x - t) ** 2), rel=1e-12)
     np.testing.assert_allclose(out["grad:x"], 0.5 * 2 * (x - t) / x.size, rtol=1e-12)
     assert_gradients(g, {}, {"x": x}, losses=[loss])
     assert_onnx_matches(g, {}, {"x": x}, losses=[loss])

@@ -167,7 +167,7 @@ def test_dropout_rate0_passes_the_gradient_through():
     tg = _dropout_graph(0.0)
     add_backward(tg, add_losses(tg), ["x"])  # no training-mode rewrite: dropout's rule runs
     x, t = np.random.default_rng(1).standard_normal((2, 3, 4))
-    out = run_graph(tg.graph, {"x": x, "y.target": t}, {}, dtype="float64")
+    out = run_graph(tg.graph, {"x": x, "y@target": t}, {}, dtype="float64")
     np.testing.assert_allclose(out["grad:x"], 2 * (x - t) / x.size)
 
 

@@ -330,3 +330,22 @@ def _plan_error(name: str, shapes, **attrs) -> OpError:
 ])
 def test_misuse(name, shapes, attrs, message):
     assert message in _plan_error(name, shapes, **attrs).message
+
+
+# Pools whose ceil_mode output is smaller than ONNX's size rule says (a last window starting in the right padding):
+# exported without ceil_mode and with grown padding, so declared and computed sizes agree and onnxruntime can run
+# the training graph (it plans buffers by declared sizes and failed on these before).
+CEIL_MISMATCH = [(4, dict(kernel=1, stride=2)), (5, dict(kernel=3, stride=3, padding=1)),
+                 (6, dict(kernel=2, stride=3, padding=1)), (7, dict(kernel=3, stride=2, padding=1))]
+
+
+@pytest.mark.parametrize("size, attrs", CEIL_MISMATCH, ids=[f"{s}-{a}" for s, a in CEIL_MISMATCH])
+@pytest.mark.parametrize("op, extra", [("max_pool2d", {}), ("avg_pool2d", {"count_include_pad": True}),
+                                       ("avg_pool2d", {"count_include_pad": False}), ("lp_pool2d", {"p": 2.0})],
+                         ids=["max", "avg-incl", "avg-excl", "lp"])
+def test_ceil_mode_pools_whose_onnx_size_differs_train_in_onnxruntime(size, attrs, op, extra):
+    g = Graph("ceil")
+    x = g.add_input("x", TensorType(("N", 2, size, size), "float32"))
+    g.set_output("y", add_op(g, "p", op, [x], ceil_mode=True, **attrs, **extra))
+    xv = np.random.default_rng(size).normal(size=(2, 2, size, size))
+    assert_onnx_matches(g, {}, {"x": xv}, losses=LOSS)

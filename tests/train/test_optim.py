@@ -94,7 +94,7 @@ def test_updates_follow_torch_optim(which):
 
     def grads_of(w):
         # running statistics do not influence training-mode gradients; they only advance
-        out = run_graph(tg.graph, {"x": x, "y.target": t}, {**net.weights, **w}, dtype="float64")
+        out = run_graph(tg.graph, {"x": x, "y@target": t}, {**net.weights, **w}, dtype="float64")
         return {n: out[tg.grads[n]] for n in trainable}
 
     want = _numpy_optimizer(opt, {n: net.weights[n] for n in trainable}, grads_of, len(lrs), lrs)
@@ -117,7 +117,7 @@ def test_the_training_graph_has_one_update_per_state_parameter():
     net = _net()
     tg = build_training_graph(net.graph, [Loss("y", "mse")], Optimizer("adam"))
     verify(tg.graph)
-    assert [v.name for v in tg.graph.inputs] == ["x", "y.target", "lr", "step"]
+    assert [v.name for v in tg.graph.inputs] == ["x", "y@target", "@lr", "@step"]
     trainable = [n for n, p in tg.graph.params.items() if p.role == "trainable"]
     assert trainable == ["bn1.weight", "bn1.bias"]
     running = ["bn1.running_mean", "bn1.running_var"]  # bn2 is frozen: its statistics stay
@@ -153,12 +153,12 @@ def test_dropout_masks_depend_on_seed_and_step_only():
     a = TrainStep(net, [Loss("y", "mse")], seed=1)
     b = TrainStep(net, [Loss("y", "mse")], seed=1)
     c = TrainStep(net, [Loss("y", "mse")], seed=2)
-    m = a.masks(3)["drop.mask"]
+    m = a.masks(3)["drop@mask"]
     assert set(np.unique(m)) == {0.0, 2.0}
-    np.testing.assert_array_equal(m, b.masks(3)["drop.mask"])
-    assert not np.array_equal(m, c.masks(3)["drop.mask"])
+    np.testing.assert_array_equal(m, b.masks(3)["drop@mask"])
+    assert not np.array_equal(m, c.masks(3)["drop@mask"])
     a.steps = 1
-    assert not np.array_equal(m, a.masks(3)["drop.mask"])
+    assert not np.array_equal(m, a.masks(3)["drop@mask"])
 
 
 def test_state_round_trip_continues_exactly():
@@ -194,3 +194,33 @@ def test_bad_backend_and_device():
         TrainStep(net, [Loss("y", "mse")], backend="tvm")
     with pytest.raises(GraphconvError, match="use backend 'onnx' with device 'cuda'"):
         TrainStep(net, [Loss("y", "mse")], backend="reference", device="cuda")
+
+
+def test_onnx_training_is_float32():
+    with pytest.raises(GraphconvError, match="onnxruntime runs in float32"):
+        TrainStep(_net("float32"), [Loss("y", "mse")], backend="onnx", dtype="float64")
+
+
+def test_a_batch_of_one_through_a_per_sample_batchnorm_is_refused():
+    g = Graph("flat")
+    x = g.add_input("x", TensorType(("N", 4), "float32"))
+    g.set_output("y", add_op(g, "bn", "batchnorm", [x]))
+    step = TrainStep(Network(g), [Loss("y", "mse")])
+    with pytest.raises(TrainingError, match="batchnorm 'bn' sees one value per channel in a batch of one"):
+        step.run({"x": np.ones((1, 4))}, {"y": np.ones((1, 4))}, lr=0.1)
+    step.run({"x": np.arange(8.0).reshape(2, 4)}, {"y": np.ones((2, 4))}, lr=0.1)  # two samples are fine
+    # a batch of one with spatial positions has a variance
+    net = _net("float32")
+    TrainStep(net, [Loss("y", "mse")]).run({"x": np.random.default_rng(0).normal(size=(1, 4, 3, 3))},
+                                           {"y": np.zeros((1, 4, 3, 3))}, lr=0.1)
+
+
+def test_network_names_never_collide_with_the_training_graph_names():
+    g = Graph("names")
+    x = g.add_input("lr", TensorType(("N", 3, 2, 2), "float32"))
+    h = add_op(g, "step", "batchnorm", [x])
+    g.set_output("loss", add_op(g, "target", "relu", [h]))
+    step = TrainStep(Network(g), [Loss("loss", "mse")], Optimizer("adam"))
+    r = step.run({"lr": np.random.default_rng(0).normal(size=(2, 3, 2, 2))}, {"loss": np.zeros((2, 3, 2, 2))},
+                 lr=0.1)
+    assert np.isfinite(r.loss) and set(r.outputs) == {"loss"}
