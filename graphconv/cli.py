@@ -267,7 +267,8 @@ def _train_parser(sub, common, sets) -> None:
                    help="threads of the llvm and onnx backends (default: the number of cores)")
     p.add_argument("--dtype", choices=("float32", "float64"), default=None, help="element type (default float32)")
     p.add_argument("--out", metavar="RUN_DIR", default=None,
-                   help="run directory: metrics.jsonl, plot.png, checkpoint.npz/.json, weights.npz")
+                   help="run directory: metrics.jsonl, plot.png, checkpoint.json and its checkpoint-STEPS.npz, "
+                        "weights.npz")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR from its checkpoint (writes there unless --out is given)")
     p.add_argument("--seed", type=_seed, default=None, metavar="S",

@@ -12,7 +12,8 @@ before allocating: the file size, the number of archive members, each member's c
 uncompressed size and compression ratio (zip bombs), and each .npy header — dtype (plain integer or floating point,
 never object or structured), shape against the parameter it is meant for, and a byte count that matches the
 member exactly (truncated or padded members are refused). Every problem (missing, unknown, mis-shaped,
-mis-typed entries) is collected and reported together in one WeightsError.
+mis-typed entries) is collected and reported together in one WeightsError. The archive and header checks
+(npz_members, npy_header, npy_size_problem) also guard the training data reader (graphconv/train/data.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from .init import make_init
 from .ir.graph import Graph
 
 __all__ = ["init_weights", "load_weights", "save_weights", "MAX_FILE_BYTES", "MAX_MEMBERS", "MAX_TOTAL_ELEMENTS",
-           "MAX_COMPRESSION_RATIO", "MAX_HEADER_BYTES"]
+           "MAX_COMPRESSION_RATIO", "MAX_HEADER_BYTES", "ArchiveProblem", "npz_members", "npy_header",
+           "npy_size_problem"]
 
 MAX_FILE_BYTES = 8 << 30  # a weights file on disk (VGG-19 in float64 is 1.1 GiB)
 MAX_MEMBERS = 100_000  # arrays in one archive
@@ -173,18 +175,11 @@ def load_weights(path: str | os.PathLike, graph: Graph) -> dict[str, np.ndarray]
 
 
 def _load_open(fh: IO[bytes], path: str, graph: Graph) -> dict[str, np.ndarray]:
-    problems: list[str] = []
     with _open_archive(fh, path) as zf:
-        infos = zf.infolist()
-        if len(infos) > MAX_MEMBERS:
-            raise WeightsError(f"'{path}' holds {len(infos):,} members; the limit is {MAX_MEMBERS:,}")
-        members: dict[str, zipfile.ZipInfo] = {}
-        for info in infos:
-            problem = _member_problem(info, members)
-            if problem:
-                problems.append(problem)
-            elif info.filename.endswith(".npy"):
-                members[info.filename[:-4]] = info
+        try:
+            members, problems = npz_members(zf)
+        except ArchiveProblem as e:
+            raise WeightsError(f"'{path}' {e}") from None
 
         expected = {name: _shape(graph, name) for name in graph.params}
         missing = [n for n, p in graph.params.items() if n not in members and p.data is None]
@@ -209,23 +204,16 @@ def _load_open(fh: IO[bytes], path: str, graph: Graph) -> dict[str, np.ndarray]:
                                 f"{_fmt_shape(shape)} can take (a zip bomb?)")
                 continue
             try:
-                with zf.open(info) as fp:
-                    got_shape, _fortran, dtype, header_len = _read_header(fp)
-            except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error, SyntaxError) as e:
-                problems.append(f"'{key}' is not a readable .npy array (corrupt or truncated): {e}")
-                continue
-            bad = _dtype_problem(dtype)
-            if bad:
-                problems.append(f"'{key}' {bad}")
+                got_shape, dtype, header_len = npy_header(zf, info)
+            except ArchiveProblem as e:
+                problems.append(f"'{key}' {e}")
                 continue
             if got_shape != shape:
                 problems.append(f"'{key}' has shape {_fmt_shape(got_shape)}; expected {_fmt_shape(shape)}")
                 continue
-            need = header_len + count * dtype.itemsize
-            if info.file_size != need:
-                what = "is truncated" if info.file_size < need else "has trailing bytes"
-                problems.append(f"'{key}' {what}: its header promises {need:,} bytes, the member holds "
-                                f"{info.file_size:,}")
+            bad = npy_size_problem(info, header_len, count, dtype)
+            if bad:
+                problems.append(f"'{key}' {bad}")
                 continue
             total += count
             to_read.append((key, info))
@@ -258,6 +246,60 @@ def _load_open(fh: IO[bytes], path: str, graph: Graph) -> dict[str, np.ndarray]:
     for name, p in graph.params.items():  # graph order, fixed parameters filled in from the spec
         result[name] = out[name] if name in out else np.asarray(p.data, dtype=np.float32).reshape(expected[name])
     return result
+
+
+# -- checks of untrusted .npz archives, shared with the training data reader (graphconv/train/data.py) ------------
+
+class ArchiveProblem(ValueError):
+    """A problem of an .npz archive or of one of its members; the text says what, without naming the file (or the
+    member, for npy_header)."""
+
+
+def npz_members(zf: zipfile.ZipFile, file_bytes: int | None = None) -> tuple[dict[str, zipfile.ZipInfo], list[str]]:
+    """The .npy members of an open .npz archive by array name, and the problems of the others (not .npy, given
+    twice, encrypted, compressed with another method than stored or deflate, declaring a compression ratio no
+    DEFLATE stream reaches; with `file_bytes`, the archive's size on disk, also declaring more compressed bytes than
+    the file holds). Nothing is decompressed. Raises ArchiveProblem when the archive holds more than MAX_MEMBERS
+    members."""
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise ArchiveProblem(f"holds {len(infos):,} members; the limit is {MAX_MEMBERS:,}")
+    members: dict[str, zipfile.ZipInfo] = {}
+    problems: list[str] = []
+    for info in infos:
+        problem = _member_problem(info, members)
+        if problem is None and file_bytes is not None and info.compress_size > file_bytes:
+            problem = (f"'{info.filename[:-4]}' declares {info.compress_size:,} compressed bytes; the whole file "
+                       f"has {file_bytes:,} (truncated or forged)")
+        if problem:
+            problems.append(problem)
+        elif info.filename.endswith(".npy"):
+            members[info.filename[:-4]] = info
+    return members, problems
+
+
+def npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, header length in bytes) of the .npy member `info`, reading its header only (at most
+    MAX_HEADER_BYTES); the dtype is a plain integer or floating point type. Raises ArchiveProblem."""
+    try:
+        with zf.open(info) as fp:
+            shape, _fortran, dtype, header_len = _read_header(fp)
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error, SyntaxError) as e:
+        raise ArchiveProblem(f"is not a readable .npy array (corrupt or truncated): {e}") from None
+    bad = _dtype_problem(dtype)
+    if bad:
+        raise ArchiveProblem(bad)
+    return shape, dtype, header_len
+
+
+def npy_size_problem(info: zipfile.ZipInfo, header_len: int, count: int, dtype: np.dtype) -> str | None:
+    """Why the member `info`, whose .npy header (`header_len` bytes) promises `count` elements of `dtype`, does not
+    hold exactly that many bytes (truncated, or trailing bytes), or None."""
+    need = header_len + count * dtype.itemsize
+    if info.file_size != need:
+        what = "is truncated" if info.file_size < need else "has trailing bytes"
+        return f"{what}: its header promises {need:,} bytes, the member holds {info.file_size:,}"
+    return None
 
 
 def _member_problem(info: zipfile.ZipInfo, seen: dict[str, zipfile.ZipInfo]) -> str | None:

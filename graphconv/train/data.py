@@ -10,17 +10,24 @@ Sources (`DATA` of `graphconv train`):
 - a folder with MNIST-format IDX files (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-...`, each
   optionally `.gz`): images scaled from bytes to [0, 1] and resized the same way; the t10k files are the test set.
 - an `.npz` file with arrays `x` ([N, *sample shape], or [N, H, W] for one channel) and `y` (integer class indices
-  [N]), optionally `x_test`/`y_test`; read without pickle.
+  [N]), optionally `x_test`/`y_test`; read without pickle. `x` stored as uint8 is scaled from bytes to [0, 1] as IDX
+  images are; other number types are used as they are.
 
-Everything read is untrusted: sizes are checked against the file before anything is allocated, and every problem
-(a shape that does not fit the input, labels out of range or not integers, NaN or infinite values, empty sets) is a
-`DataError` naming the file.
+Everything read is untrusted: sizes are checked against the file before anything is allocated (for .npz files, the
+checks graphconv/weights.py makes on weights files: member count, compression method, declared sizes and ratio,
+.npy header dtype and shape against the member's byte count; at most MAX_ELEMENTS per array; for IDX files, the
+header's sizes against the file, and a .gz file decompressed no further than its header declares), and every
+problem (a shape that does not fit the input, labels out of range or not integers, NaN or infinite values, empty
+sets, not enough memory) is a `DataError` naming the file.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +35,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import GraphconvError
+from ..weights import (MAX_COMPRESSION_RATIO, MAX_HEADER_BYTES, ArchiveProblem, npy_header, npy_size_problem,
+                       npz_members)
 
 __all__ = ["DataError", "Dataset", "Data", "load_data", "resize_images", "MAX_ELEMENTS"]
 
@@ -49,7 +58,7 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def split(self, fraction: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
+    def split(self, fraction: float, seed: int | np.random.SeedSequence = 0) -> tuple["Dataset", "Dataset"]:
         """(rest, held out): `fraction` of the samples of each class (at least one where a class has two or more),
         chosen by a generator seeded with `seed`."""
         if not 0.0 < fraction < 1.0:
@@ -146,12 +155,20 @@ IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype("
              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
+IDX_CHUNK = 1 << 24  # bytes decompressed at a time from an .idx.gz file
+
+
 def read_idx(path: str | os.PathLike, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
     """An IDX file (MNIST's format; `.gz` read as gzip): magic 0 0 type ndim, ndim big-endian int32 sizes, data.
-    The sizes are checked against the data's length before the array is made."""
+    The sizes are checked before the data is read: against the file's length, or for a `.gz` file against what its
+    compressed length can expand to, and a `.gz` file is decompressed in chunks up to the size the header declares
+    (so a small file that decompresses to more, or a header that lies, never allocates more than the data there
+    is)."""
     p = Path(path)
+    count, shown = 0, "?"
     try:
-        opener = gzip.open if p.suffix == ".gz" else open
+        gz = p.suffix == ".gz"
+        opener = gzip.open if gz else open
         with opener(p, "rb") as fh:
             head = fh.read(4)
             if len(head) != 4 or head[:2] != b"\0\0" or head[2] not in IDX_TYPES or not 1 <= head[3] <= 8:
@@ -162,17 +179,35 @@ def read_idx(path: str | os.PathLike, max_elements: int = MAX_ELEMENTS) -> np.nd
             dims = [int(d) for d in np.frombuffer(dims_raw, ">u4")]
             dt = IDX_TYPES[head[2]]
             count = int(np.prod(dims, dtype=object))
+            shown = " x ".join(map(str, dims))
             if count > max_elements:
-                raise DataError(f"{p}: {count:,} elements ({' x '.join(map(str, dims))}) exceed the limit of "
-                                f"{max_elements:,}")
-            data = fh.read(count * dt.itemsize + 1)
+                raise DataError(f"{p}: {count:,} elements ({shown}) exceed the limit of {max_elements:,}")
+            need = count * dt.itemsize
+            on_disk = os.path.getsize(p)
+            if not gz and on_disk - 4 - 4 * head[3] != need:
+                held = on_disk - 4 - 4 * head[3]
+                raise DataError(f"{p}: the header promises {count:,} values ({shown}) but the file holds "
+                                f"{'more' if held > need else held // dt.itemsize}")
+            if gz and need > MAX_COMPRESSION_RATIO * on_disk + (1 << 16):
+                raise DataError(f"{p}: the header promises {count:,} values ({shown}), {need:,} bytes, more than "
+                                f"{on_disk:,} compressed bytes can hold")
+            data = bytearray()
+            while len(data) <= need:  # one byte beyond the declared size tells a longer file
+                chunk = fh.read(min(IDX_CHUNK, need + 1 - len(data)))
+                if not chunk:
+                    break
+                data += chunk
     except OSError as e:
         raise DataError(f"cannot read {p}: {e.strerror or e}") from None
     except EOFError:
         raise DataError(f"{p}: the compressed file is cut short") from None
-    if len(data) != count * dt.itemsize:
-        raise DataError(f"{p}: the header promises {count:,} values ({' x '.join(map(str, dims))}) but the file "
-                        f"holds {'more' if len(data) > count * dt.itemsize else len(data) // dt.itemsize}")
+    except zlib.error as e:
+        raise DataError(f"{p}: the compressed data is corrupt: {e}") from None
+    except MemoryError:
+        raise DataError(f"{p}: not enough memory for {count:,} values ({shown})") from None
+    if len(data) != need:
+        raise DataError(f"{p}: the header promises {count:,} values ({shown}) but the file "
+                        f"holds {'more' if len(data) > need else len(data) // dt.itemsize}")
     return np.frombuffer(data, dt).reshape(dims)
 
 
@@ -207,22 +242,69 @@ def _mnist(folder: Path, sample: Sequence[int]) -> Data:
     return Data(sets["train"], sets.get("t10k"))
 
 
-def _npz(path: Path, sample: Sequence[int]) -> Data:
+NPZ_KEYS = ("x", "y", "x_test", "y_test")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays x, y, x_test, y_test (those present) of an .npz file, read without pickle after the checks
+    graphconv/weights.py makes on weights files: the archive's members (count, compression method, declared sizes
+    and compression ratio against the file), then each array's .npy header (plain numbers only, at most
+    MAX_ELEMENTS elements, a byte count matching the member exactly). Nothing is allocated before all of them
+    pass. Raises DataError."""
+    where = f"cannot read {path} as .npz arrays without pickle"
     try:
-        with np.load(path, allow_pickle=False) as z:
-            names = set(z.files)
-            missing = {"x", "y"} - names
-            if missing:
-                raise DataError(f"{path}: no array named {' or '.join(sorted(missing))} (it holds "
-                                f"{', '.join(sorted(names)) or 'nothing'})")
-            arrays = {k: z[k] for k in ("x", "y", "x_test", "y_test") if k in names}
+        with open(path, "rb") as fh:
+            try:
+                zf = zipfile.ZipFile(fh)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as e:
+                raise DataError(f"{where}: not a zip archive, or truncated ({e})") from None
+            with zf:
+                try:
+                    members, problems = npz_members(zf, os.fstat(fh.fileno()).st_size)
+                except ArchiveProblem as e:
+                    raise DataError(f"{where}: the archive {e}") from None
+                if problems:
+                    raise DataError(f"{where}: " + "; ".join(problems))
+                missing = {"x", "y"} - set(members)
+                if missing:
+                    raise DataError(f"{path}: no array named {' or '.join(sorted(missing))} (it holds "
+                                    f"{', '.join(sorted(members)) or 'nothing'})")
+                keys = [k for k in NPZ_KEYS if k in members]
+                for k in keys:
+                    info = members[k]
+                    if info.file_size > MAX_HEADER_BYTES + 16 + MAX_ELEMENTS * 8:
+                        raise DataError(f"{where}: '{k}' declares {info.file_size:,} bytes uncompressed, more than "
+                                        f"an array of {MAX_ELEMENTS:,} elements can take (a zip bomb?)")
+                    try:
+                        shape, dtype, header_len = npy_header(zf, info)
+                    except ArchiveProblem as e:
+                        raise DataError(f"{where}: '{k}' {e}") from None
+                    count = math.prod(shape)
+                    if count > MAX_ELEMENTS:
+                        raise DataError(f"{where}: '{k}' has shape {list(shape)}, {count:,} elements; the limit is "
+                                        f"{MAX_ELEMENTS:,}")
+                    bad = npy_size_problem(info, header_len, count, dtype)
+                    if bad:
+                        raise DataError(f"{where}: '{k}' {bad}")
+            # every array checked: now read them from the same open file
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False, max_header_size=MAX_HEADER_BYTES) as z:
+                return {k: z[k] for k in keys}
     except DataError:
         raise
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read {path} as .npz arrays without pickle: {e}") from None
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to load its arrays") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{where}: {e}") from None
+
+
+def _npz(path: Path, sample: Sequence[int]) -> Data:
+    arrays = _read_npz(path)
 
     def dataset(xk: str, yk: str, name: str) -> Dataset:
         x, y = arrays[xk], arrays[yk]
+        if x.ndim == 0:
+            raise DataError(f"{path}: '{xk}' is a single number, not samples [N, ...]")
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise DataError(f"{path}: '{xk}' has dtype {x.dtype}, not numbers")
         if not np.issubdtype(y.dtype, np.integer):
@@ -232,7 +314,10 @@ def _npz(path: Path, sample: Sequence[int]) -> Data:
                 raise DataError(f"{path}: '{yk}' must hold integer class indices, got dtype {y.dtype}")
         if x.ndim == len(sample) and len(sample) == 3 and int(sample[0]) == 1:
             x = x[:, None]  # [N, H, W] for a one-channel input
-        return Dataset(np.ascontiguousarray(x, np.float32), y.astype(np.int64), name)
+        x = np.ascontiguousarray(x, np.float32)
+        if arrays[xk].dtype == np.uint8:
+            x /= 255.0  # bytes, as in IDX files: scaled to [0, 1]
+        return Dataset(x, y.astype(np.int64), name)
 
     train = dataset("x", "y", path.name)
     test = dataset("x_test", "y_test", f"{path.name} (test)") if {"x_test", "y_test"} <= set(arrays) else None
@@ -243,20 +328,24 @@ def load_data(data: str | os.PathLike, sample: Sequence[int], *, num_classes: in
     """The training (and test, when the source has one) data for a network whose input takes `sample` per sample
     ([C, H, W] or [features]); labels must be below `num_classes` when it is given. Raises DataError."""
     text = os.fspath(data)
-    if text == "digits":
-        out = _digits(sample)
-    else:
-        p = Path(text)
-        if p.is_dir():
-            out = _mnist(p, sample)
-        elif p.suffix == ".npz" and p.is_file():
-            out = _npz(p, sample)
-        elif not p.exists():
-            raise DataError(f"no dataset {text!r}: give 'digits', a folder of MNIST-format IDX files or an .npz "
-                            f"file with x and y")
+    try:
+        if text == "digits":
+            out = _digits(sample)
         else:
-            raise DataError(f"{p}: not a dataset (an .npz file with x and y, or a folder of IDX files)")
-    _check(out.train, sample, num_classes, out.train.name)
-    if out.test is not None:
-        _check(out.test, sample, num_classes, out.test.name)
+            p = Path(text)
+            if p.is_dir():
+                out = _mnist(p, sample)
+            elif p.suffix == ".npz" and p.is_file():
+                out = _npz(p, sample)
+            elif not p.exists():
+                raise DataError(f"no dataset {text!r}: give 'digits', a folder of MNIST-format IDX files or an "
+                                f".npz file with x and y")
+            else:
+                raise DataError(f"{p}: not a dataset (an .npz file with x and y, or a folder of IDX files)")
+        _check(out.train, sample, num_classes, out.train.name)
+        if out.test is not None:
+            _check(out.test, sample, num_classes, out.test.name)
+    except MemoryError:
+        raise DataError(f"{text}: not enough memory to load and fit the data to the input "
+                        f"{list(int(d) for d in sample)}") from None
     return out

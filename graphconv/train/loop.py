@@ -5,27 +5,34 @@ directory that can be resumed exactly.
     history[-1]["test_acc"], history.net          # the last epoch's metrics, the trained Network
     fit(None, None, resume="runs/lenet", epochs=30)  # continue the run (same settings unless given)
 
-One epoch: the training samples in an order drawn from a generator seeded with (seed, epoch), in mini-batches of
-`batch_size` (the last, smaller batch is kept), optionally augmented (random crop with zero padding, horizontal flip;
-seeded with (seed, epoch, batch)), one optimizer step each at the rate the schedule gives for the step. Training loss
+One epoch: the training samples in an order drawn from a generator seeded with (ORDER, seed, epoch), in
+mini-batches of `batch_size` (the last, smaller batch is kept), optionally augmented (random crop with zero padding,
+horizontal flip; seeded with (AUG, seed, epoch, batch)), one optimizer step each at the rate the schedule gives for
+the step. Training loss
 and accuracy come from the steps' outputs (the network in training mode, the loss as optimized: weighted auxiliary
 losses and label smoothing included). Then the inference network (batchnorm with its running statistics, no dropout)
 with the current weights is compiled for the same backend and measures the validation loss and accuracy (plain
 cross-entropy, or mean squared error, of the main output) and the test accuracy.
 
 Everything random derives from `seed`: the initial weights, the validation split (stratified), the batch order,
-augmentation and dropout masks (TrainStep draws them from the seed and the step number). So a run resumed from its
+augmentation and dropout masks (TrainStep draws them from the seed and the step number). Each of these streams
+starts its seed with its own tag (the STREAM_* constants), so no two of them coincide. So a run resumed from its
 checkpoint takes exactly the steps the uninterrupted run takes, and on the reference backend ends with bit-identical
 weights.
 
 The run directory (`out`):
     metrics.jsonl     one JSON object per epoch (METRIC_KEYS)
     plot.png          loss and accuracy curves (needs matplotlib: the `plot` extra)
-    checkpoint.npz    the TrainStep state after the last finished epoch: weights, buffers, optimizer state
-    checkpoint.json   epoch, step count, settings, spec, data, seed, and the checkpoint.npz it belongs to (sha256)
+    checkpoint-STEPS.npz  the TrainStep state after the last finished epoch (STEPS: the optimizer steps taken):
+                      weights, buffers, optimizer state
+    checkpoint.json   epoch, step count, settings, spec, data, seed, and the name and sha256 of the state file it
+                      belongs to
     weights.npz       at the end: the network's parameters and buffers (`graphconv run SPEC --weights`)
-Every file is written to a temporary name and moved into place, so a crash never leaves a half-written file; a
-diverged run (NaN, infinite or exploding loss) stops with a TrainingError before anything of its state is written.
+Every file is written to a temporary name and moved into place, so a crash never leaves a half-written file. A
+checkpoint is saved as a new state file (written and synced to disk), then checkpoint.json is replaced by one naming
+it, and only then is the older state file deleted: a crash at any point leaves a checkpoint.json whose state file is
+there. A diverged run (NaN, infinite or exploding loss) stops with a TrainingError before anything of its state is
+written.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -56,10 +64,20 @@ DEFAULT_BACKEND = "llvm"  # native code; when its training runner is missing a d
 FALLBACK_BACKEND = "onnx"
 AUX_WEIGHT = 0.3  # the loss weight of each extra output shaped like the main one (GoogLeNet's auxiliary classifiers)
 DIVERGENCE_FACTOR = 1e3  # a loss above this many times max(first loss, 1) has exploded
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: checkpoint.json names its state file ("state"); 1 (still read): checkpoint.npz
 
-# What an unset setting is. `graphconv train specs/lenet5.gc --data digits` reaches 97.5% test accuracy with these
-# (seed 0; seeds 1 and 2: 96.9%, 96.7%; with --augment crop:2 98.6%, 97.8%). Batch 64 without Nesterov: 96.1%.
+# The leading word of every random stream's seed, one per use. numpy's SeedSequence ignores trailing zeros ([s, e] and
+# [s, e, 0] are the same seed, and default_rng(s) is SeedSequence([s, 0, 0])), so streams seeded with bare counters
+# would coincide: the dropout masks of step k with the batch order of epoch k, say. Initial weights use
+# [seed, crc32(name)] (graphconv/weights.py).
+STREAM_ORDER = 0x6F726472  # "ordr": the batch order of epoch e: [STREAM_ORDER, seed, e]
+STREAM_AUG = 0x6175676D  # "augm": the augmentation of batch b of epoch e: [STREAM_AUG, seed, e, b]
+STREAM_VAL_SPLIT = 0x76616C73  # "vals": the validation split: [STREAM_VAL_SPLIT, seed]
+STREAM_DROPOUT = 0x64726F70  # "drop": mask k of step t (TrainStep.masks): [STREAM_DROPOUT, seed, t, k]
+
+# What an unset setting is. `graphconv train specs/lenet5.gc --data digits` (onnx) reaches 97.2% test accuracy with
+# these (seed 0; seeds 1-4: 96.7%, 96.9%, 97.2%, 96.4%; with --augment crop:2, seeds 0 and 1: 98.3%, 97.8%). Batch 64
+# without Nesterov: 96.4%.
 DEFAULTS: dict[str, Any] = {
     "epochs": 20,
     "batch_size": 32,
@@ -67,6 +85,9 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": "sgd",
     "momentum": 0.9,
     "nesterov": True,  # sgd only
+    "beta1": 0.9,  # adam and adamw
+    "beta2": 0.999,
+    "eps": 1e-8,
     "weight_decay": None,  # the optimizer's: 0 for sgd and adam, 0.01 for adamw
     "schedule": "cosine",
     "warmup": 0,  # optimizer steps of linear warm-up
@@ -75,7 +96,8 @@ DEFAULTS: dict[str, Any] = {
     "val_fraction": 0.1,
     "seed": 0,
     "loss": None,  # cross_entropy for class labels, mse for real-valued targets
-    "loss_weights": None,  # 1 for the first output, AUX_WEIGHT for extra outputs of the same shape, else 0
+    "loss_weights": None,  # 1 for the first output, AUX_WEIGHT for extra outputs of the same shape, else 0; a dict
+                           # sets the outputs it names, the others keep these
     "backend": None,  # DEFAULT_BACKEND (falling back to FALLBACK_BACKEND when its runner is missing)
     "device": "cpu",
     "threads": None,
@@ -228,6 +250,28 @@ def _publish(path: Path) -> None:
         pass
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames in `folder` durable (where directories can be opened: not on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -243,6 +287,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+    _fsync_dir(path.parent)
 
 
 def _sha256(path: Path) -> str:
@@ -264,14 +309,118 @@ def _write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
     _atomic_write(path, text.encode("utf-8"))
 
 
+STATE_NAME = re.compile(r"checkpoint-(\d+)(-\d+)?\.npz")  # the state files save_checkpoint writes
+LEGACY_STATE = "checkpoint.npz"  # the state file of a version 1 checkpoint
+
+
+def _is_number(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
+
+
+def _is_whole(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+
+
+def _is_loss_weights(v: Any) -> bool:
+    def ok(w):
+        return _is_number(w) and math.isfinite(w) and w >= 0
+
+    if isinstance(v, Mapping):
+        return all(isinstance(k, str) and ok(w) for k, w in v.items())
+    if isinstance(v, np.ndarray):
+        v = v.tolist() if v.ndim == 1 else None
+    return isinstance(v, (list, tuple)) and all(ok(w) for w in v)
+
+
+def _is_augment(v: Any) -> bool:
+    return isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(a, str) for a in v))
+
+
+# the type of every setting, checked before its value: (what it must be, test, whether None is allowed)
+SETTING_TYPES: dict[str, tuple[str, Callable[[Any], bool], bool]] = {
+    "epochs": ("a whole number", _is_whole, False),
+    "batch_size": ("a whole number", _is_whole, False),
+    "lr": ("a number", _is_number, False),
+    "optimizer": ("a name", lambda v: isinstance(v, str), False),
+    "momentum": ("a number", _is_number, False),
+    "nesterov": ("true or false", lambda v: isinstance(v, (bool, np.bool_)), False),
+    "beta1": ("a number", _is_number, False),
+    "beta2": ("a number", _is_number, False),
+    "eps": ("a number", _is_number, False),
+    "weight_decay": ("a number or null", _is_number, True),
+    "schedule": ("a name", lambda v: isinstance(v, str), False),
+    "warmup": ("a whole number", _is_whole, False),
+    "label_smoothing": ("a number", _is_number, False),
+    "augment": ("a list of augmentation names", _is_augment, True),
+    "val_fraction": ("a number", _is_number, False),
+    "seed": ("a whole number", _is_whole, False),
+    "loss": ("a loss name or null", lambda v: isinstance(v, str), True),
+    "loss_weights": ("a list of numbers >= 0, one per output, or an object of them by output name, or null",
+                     _is_loss_weights, True),
+    "backend": ("a backend name or null", lambda v: isinstance(v, str), True),
+    "device": ("a device name", lambda v: isinstance(v, str), False),
+    "threads": ("a whole number or null", _is_whole, True),
+    "dtype": ("a dtype name", lambda v: isinstance(v, str), False),
+}
+assert set(SETTING_TYPES) == set(DEFAULTS)
+
+
+def _setting_problem(name: str, v: Any) -> str | None:
+    """Why `v` cannot be setting `name` by its type ("must be a number, got 'x'"), or None; the values are checked
+    by _resolve_settings."""
+    what, test, nullable = SETTING_TYPES[name]
+    if v is None and nullable:
+        return None
+    if v is None or not test(v):
+        return f"must be {what}, got {v!r}"
+    return None
+
+
+def _is_param_value(v: Any) -> bool:
+    return (isinstance(v, (str, int, float, bool)) and not (isinstance(v, float) and not math.isfinite(v))) or \
+        (isinstance(v, list) and all(_is_param_value(x) for x in v))
+
+
+# the other fields of checkpoint.json: (what each must be, test); "settings" is checked setting by setting
+CHECKPOINT_FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "version": ("a whole number", _is_whole),
+    "epoch": ("a whole number >= 0", lambda v: _is_whole(v) and v >= 0),
+    "batch": ("a whole number >= 0", lambda v: _is_whole(v) and v >= 0),
+    "steps": ("a whole number >= 0", lambda v: _is_whole(v) and v >= 0),
+    "settings": ("an object", lambda v: isinstance(v, dict)),
+    "state_sha256": ("a sha256 in hex", lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None),
+}
+OPTIONAL_FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "state": ("the name of a state file in the run directory (checkpoint-STEPS.npz)",
+              lambda v: isinstance(v, str) and STATE_NAME.fullmatch(v) is not None),
+    "network": ("a name or null", lambda v: v is None or isinstance(v, str)),
+    "spec": ("a path or null", lambda v: v is None or isinstance(v, str)),
+    "data": ("a path or name, or null", lambda v: v is None or isinstance(v, str)),
+    "params": ("an object of network parameters (numbers, strings, lists) or null",
+               lambda v: v is None or (isinstance(v, dict) and all(_is_param_value(x) for x in v.values()))),
+    "seed": ("a whole number >= 0", lambda v: _is_whole(v) and v >= 0),
+    "per_epoch": ("a whole number >= 1 or null", lambda v: v is None or (_is_whole(v) and v >= 1)),
+    "partial": ("an object (loss_sum, correct, seen, train_seconds) or null",
+                lambda v: v is None or isinstance(v, dict)),
+    "initial_loss": ("a finite number or null", lambda v: v is None or (_is_number(v) and math.isfinite(v))),
+}
+PARTIAL_FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "loss_sum": ("a finite number", lambda v: _is_number(v) and math.isfinite(v)),
+    "correct": ("a whole number >= 0", lambda v: _is_whole(v) and v >= 0),
+    "seen": ("a whole number >= 0", lambda v: _is_whole(v) and v >= 0),
+    "train_seconds": ("a number >= 0", lambda v: _is_number(v) and math.isfinite(v) and v >= 0),
+}
+
+
 def read_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """checkpoint.json of a run directory, checked; raises TrainingError."""
+    """checkpoint.json of a run directory, checked field by field (a bad one is a TrainingError naming it), with
+    "state" the name of its state file in the run directory (which is there)."""
     folder = Path(run_dir)
     meta_path = folder / "checkpoint.json"
     if not folder.is_dir():
         raise TrainingError(f"cannot resume: '{folder}' is not a run directory")
-    if not meta_path.is_file() or not (folder / "checkpoint.npz").is_file():
-        raise TrainingError(f"cannot resume: '{folder}' holds no checkpoint (checkpoint.json and checkpoint.npz "
+    if not meta_path.is_file():
+        raise TrainingError(f"cannot resume: '{folder}' holds no checkpoint (checkpoint.json and its state file "
                             f"are written after the first epoch)")
     try:
         if meta_path.stat().st_size > 1 << 20:
@@ -279,14 +428,34 @@ def read_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise TrainingError(f"cannot resume: '{meta_path}' is not readable JSON: {e}") from None
-    need = {"version": int, "epoch": int, "batch": int, "steps": int, "settings": dict, "state_sha256": str}
-    bad = [k for k, t in need.items() if not isinstance(meta, dict) or not isinstance(meta.get(k), t)]
+    bad = [k for k, (_, test) in CHECKPOINT_FIELDS.items() if not isinstance(meta, dict) or k not in meta
+           or not test(meta[k])]
     if bad:
         raise TrainingError(f"cannot resume: '{meta_path}' is not a graphconv checkpoint (missing or wrong: "
                             f"{', '.join(bad)})")
-    if meta["version"] != CHECKPOINT_VERSION:
+    if meta["version"] not in (1, CHECKPOINT_VERSION):
         raise TrainingError(f"cannot resume: '{meta_path}' has checkpoint version {meta['version']}; this "
-                            f"graphconv reads version {CHECKPOINT_VERSION}")
+                            f"graphconv reads versions 1 and {CHECKPOINT_VERSION}")
+
+    def wrong(field: str, what: str) -> TrainingError:
+        return TrainingError(f"cannot resume: '{meta_path}' has a bad {field}: it must be {what}")
+
+    if meta["version"] >= 2 and "state" not in meta:
+        raise TrainingError(f"cannot resume: '{meta_path}' names no state file (\"state\" is missing)")
+    for k, (what, test) in OPTIONAL_FIELDS.items():
+        if k in meta and not test(meta[k]):
+            raise wrong(k, f"{what}, got {meta[k]!r}")
+    for k, (what, test) in PARTIAL_FIELDS.items():
+        if meta.get("partial") is not None and k in meta["partial"] and not test(meta["partial"][k]):
+            raise wrong(f"partial.{k}", f"{what}, got {meta['partial'][k]!r}")
+    for k, v in meta["settings"].items():
+        problem = _setting_problem(k, v) if k in SETTING_TYPES else None
+        if problem:
+            raise TrainingError(f"cannot resume: '{meta_path}' has a bad settings.{k}: it {problem}")
+    if meta["version"] == 1:
+        meta["state"] = LEGACY_STATE
+    if not (folder / meta["state"]).is_file():
+        raise TrainingError(f"cannot resume: {folder / meta['state']}, the state file {meta_path} names, is missing")
     return meta
 
 
@@ -354,29 +523,46 @@ def _plot(path: Path, records: list[dict[str, Any]]) -> str | None:
 # -- settings -------------------------------------------------------------------------------------------------------
 
 def _resolve_settings(given: Mapping[str, Any], saved: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Given settings over the checkpoint's over DEFAULTS, checked."""
+    """Given settings over the checkpoint's over DEFAULTS, checked: a bad one is a TrainingError naming it (as
+    "the checkpoint's settings.NAME" when it came from there)."""
     from .autodiff import LOSS_KINDS
     from .optim import OPTIMIZERS
     from .schedule import SCHEDULES
 
     s = dict(DEFAULTS)
+    from_checkpoint: set[str] = set()
     if saved:
         s.update({k: v for k, v in saved.items() if k in DEFAULTS})
+        from_checkpoint = {k for k in saved if k in DEFAULTS}
     s.update({k: v for k, v in given.items() if v is not None})
+    from_checkpoint -= {k for k, v in given.items() if v is not None}
+
+    def fail(name: str, text: str) -> TrainingError:
+        label = f"the checkpoint's settings.{name}" if name in from_checkpoint else name
+        return TrainingError(f"{label} {text}")
+
+    for name in DEFAULTS:
+        problem = _setting_problem(name, s[name])
+        if problem:
+            raise fail(name, problem)
 
     def whole(name, minimum):
         v = s[name]
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-            raise TrainingError(f"{name} must be a whole number >= {minimum}, got {v!r}")
+        if v < minimum:
+            raise fail(name, f"must be a whole number >= {minimum}, got {v!r}")
         s[name] = int(v)
 
     def real(name, lo, hi, *, lo_open=False, hi_open=True):
         v = s[name]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or v < lo or (lo_open and v == lo) or v > hi or (hi_open and v == hi):
+        if not math.isfinite(v) or v < lo or (lo_open and v == lo) or v > hi or (hi_open and v == hi):
             lo_s, hi_s = ("(" if lo_open else "["), (")" if hi_open else "]")
-            raise TrainingError(f"{name} must be in {lo_s}{lo}, {hi}{hi_s}, got {v!r}")
+            raise fail(name, f"must be in {lo_s}{lo}, {hi}{hi_s}, got {v!r}")
         s[name] = float(v)
+
+    def choice(name, options, what, joiner=", "):
+        if s[name] not in options:
+            label = f"the checkpoint's settings.{name}: " if name in from_checkpoint else ""
+            raise TrainingError(f"{label}unknown {what} {s[name]!r}; choose {joiner.join(options)}")
 
     whole("epochs", 1)
     whole("batch_size", 1)
@@ -385,23 +571,25 @@ def _resolve_settings(given: Mapping[str, Any], saved: Mapping[str, Any] | None)
     if s["threads"] is not None:
         whole("threads", 1)
     real("lr", 0.0, math.inf, lo_open=True)
+    real("momentum", 0.0, 1.0)
+    real("beta1", 0.0, 1.0)
+    real("beta2", 0.0, 1.0)
+    real("eps", 0.0, math.inf)
     real("label_smoothing", 0.0, 1.0)
     real("val_fraction", 0.0, 1.0)
-    if s["optimizer"] not in OPTIMIZERS:
-        raise TrainingError(f"unknown optimizer {s['optimizer']!r}; choose {', '.join(OPTIMIZERS)}")
-    if s["schedule"] not in SCHEDULES:
-        raise TrainingError(f"unknown learning-rate schedule {s['schedule']!r}; choose {', '.join(SCHEDULES)}")
-    if s["loss"] is not None and s["loss"] not in LOSS_KINDS:
-        raise TrainingError(f"unknown loss {s['loss']!r}; choose {' or '.join(LOSS_KINDS)}")
-    if s["dtype"] not in ("float32", "float64"):
-        raise TrainingError(f"unknown dtype {s['dtype']!r}; choose float32 or float64")
-    if s["device"] not in ("cpu", "cuda"):
-        raise TrainingError(f"unknown device {s['device']!r}; choose cpu or cuda")
-    s["augment"] = parse_augment(s["augment"])
-    s["momentum"] = float(s["momentum"])
-    s["nesterov"] = bool(s["nesterov"])
     if s["weight_decay"] is not None:
-        s["weight_decay"] = float(s["weight_decay"])
+        real("weight_decay", 0.0, math.inf)
+    choice("optimizer", OPTIMIZERS, "optimizer")
+    choice("schedule", SCHEDULES, "learning-rate schedule")
+    if s["loss"] is not None:
+        choice("loss", LOSS_KINDS, "loss", " or ")
+    choice("dtype", ("float32", "float64"), "dtype", " or ")
+    choice("device", ("cpu", "cuda"), "device", " or ")
+    try:
+        s["augment"] = parse_augment(s["augment"])
+    except TrainingError as e:
+        raise fail("augment", f"is wrong: {e}") if "augment" in from_checkpoint else e
+    s["nesterov"] = bool(s["nesterov"])
     lw = s["loss_weights"]
     if lw is not None:
         if isinstance(lw, Mapping):
@@ -476,12 +664,17 @@ def _check_given(ds: Dataset, sample: tuple[int, ...]) -> Dataset:
     return Dataset(x, y, ds.name)
 
 
+def _stream(tag: int, seed: int, *counters: int) -> np.random.SeedSequence:
+    """The seed of one random stream (see STREAM_ORDER)."""
+    return np.random.SeedSequence([tag, seed, *counters])
+
+
 def _split(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
     if fraction == 0.0:
         return ds, None
     if _is_labels(ds.y):
-        return ds.split(fraction, seed=seed)
-    rng = np.random.default_rng(seed)
+        return ds.split(fraction, seed=_stream(STREAM_VAL_SPLIT, seed))
+    rng = np.random.default_rng(_stream(STREAM_VAL_SPLIT, seed))
     order = rng.permutation(len(ds))
     k = int(round(fraction * len(ds)))
     if k < 1 or k >= len(ds):
@@ -497,23 +690,35 @@ def _losses(graph, settings: dict[str, Any], classification: bool) -> list:
 
     outputs = list(graph.outputs)
     main = outputs[0]
+    shape = tuple(graph.outputs[main].type.shape)
+
+    def like_main(o: str) -> bool:
+        return tuple(graph.outputs[o].type.shape) == shape
+
+    # the defaults: 1 for the main output, AUX_WEIGHT for the others shaped like it (they share its targets), else 0
+    weights = {o: 1.0 if i == 0 else (AUX_WEIGHT if like_main(o) else 0.0) for i, o in enumerate(outputs)}
     lw = settings["loss_weights"]
-    if lw is None:
-        shape = tuple(graph.outputs[main].type.shape)
-        weights = {o: 1.0 if i == 0 else (AUX_WEIGHT if tuple(graph.outputs[o].type.shape) == shape else 0.0)
-                   for i, o in enumerate(outputs)}
-    elif isinstance(lw, dict):
+    if isinstance(lw, Mapping):  # sets the outputs it names; the others keep their defaults
         unknown = [k for k in lw if k not in outputs]
         if unknown:
             raise TrainingError(f"loss weights for {', '.join(unknown)}: {graph.name} has no such output; its "
                                 f"outputs: {', '.join(outputs)}")
-        weights = {o: lw.get(o, 1.0 if i == 0 else 0.0) for i, o in enumerate(outputs)}
-    else:
+        weights.update({o: float(lw[o]) for o in outputs if o in lw})
+        named = set(lw)
+    elif lw is not None:
         if len(lw) != len(outputs):
             raise TrainingError(f"{len(lw)} loss weights for {len(outputs)} outputs ({', '.join(outputs)})")
-        weights = dict(zip(outputs, lw))
+        weights = {o: float(w) for o, w in zip(outputs, lw)}
+        named = set(outputs)
+    else:
+        named = set()
     if weights[main] <= 0:
         raise TrainingError(f"the main output '{main}' needs a loss weight above 0")
+    for o in outputs[1:]:
+        if o in named and weights[o] > 0 and not like_main(o):
+            raise TrainingError(f"output '{o}' has shape {_fmt(graph.outputs[o].type.shape)}, the main output "
+                                f"'{main}' {_fmt(shape)}: it cannot have a loss (every loss is against the main "
+                                f"output's targets); give it loss weight 0")
     kind = settings["loss"] or ("cross_entropy" if classification else "mse")
     if kind == "cross_entropy" and not classification and settings["loss"] is not None:
         pass  # real-valued targets read as class probabilities
@@ -521,6 +726,10 @@ def _losses(graph, settings: dict[str, Any], classification: bool) -> list:
     if settings["label_smoothing"] and kind != "cross_entropy":
         raise TrainingError("label smoothing applies to the cross_entropy loss")
     return [Loss(o, kind, w, smoothing) for o, w in weights.items() if w > 0]
+
+
+def _fmt(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _targets(y: np.ndarray, losses: list, classes: int | None, dtype: str) -> dict[str, np.ndarray]:
@@ -610,11 +819,13 @@ def fit(net: Any = None, data: Any = None, *, epochs: int | None = None, batch_s
             log(text)
 
     opt_given = optimizer if isinstance(optimizer, Optimizer) else None
+    betas: dict[str, float | None] = dict(beta1=None, beta2=None, eps=None)
     if opt_given is not None:
         optimizer, momentum, nesterov = opt_given.kind, opt_given.momentum, opt_given.nesterov
         weight_decay = opt_given.weight_decay if weight_decay is None else weight_decay
+        betas = dict(beta1=opt_given.beta1, beta2=opt_given.beta2, eps=opt_given.eps)
     given = dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
-                 nesterov=nesterov, weight_decay=weight_decay, schedule=schedule, warmup=warmup,
+                 nesterov=nesterov, **betas, weight_decay=weight_decay, schedule=schedule, warmup=warmup,
                  label_smoothing=label_smoothing, augment=augment, val_fraction=val_fraction, seed=seed, loss=loss,
                  loss_weights=loss_weights, backend=backend, device=device, threads=threads, dtype=dtype)
 
@@ -690,6 +901,9 @@ def fit(net: Any = None, data: Any = None, *, epochs: int | None = None, batch_s
         if params:
             raise TrainingError("network parameters apply to a spec path, not to a loaded Network")
         network, spec_path = net, _spec_path(net)
+        # the parameters the spec was loaded with (graphconv.load(spec, num_classes=12)): a resume loads it again
+        # with them
+        params = {k: v for k, v in (net.graph.meta.get("params") or {}).items() if _is_param_value(v)}
     else:
         raise TrainingError(f"fit() trains a spec path or a graphconv.Network, got {type(net).__name__}")
     graph = network.graph
@@ -727,7 +941,7 @@ def fit(net: Any = None, data: Any = None, *, epochs: int | None = None, batch_s
     total_steps = per_epoch * s["epochs"]
     try:
         sched = make_schedule(s["schedule"], s["lr"], total_steps=total_steps, warmup_steps=s["warmup"],
-                              step_size=max(1, per_epoch * max(1, s["epochs"] // 3)))
+                              step_size=step_schedule_size(total_steps, s["warmup"]))
     except GraphconvError as e:
         raise TrainingError(str(e)) from None
 
@@ -735,11 +949,10 @@ def fit(net: Any = None, data: Any = None, *, epochs: int | None = None, batch_s
     # Nesterov is on by default for sgd with momentum; asked for explicitly, Optimizer checks that it applies
     nest = s["nesterov"] if nesterov is not None else s["nesterov"] and sgd and s["momentum"] > 0
     opt = Optimizer(s["optimizer"], momentum=s["momentum"] if sgd else 0.9, nesterov=nest,
-                    weight_decay=s["weight_decay"])
+                    weight_decay=s["weight_decay"], beta1=s["beta1"], beta2=s["beta2"], eps=s["eps"])
     if opt_given is not None:
         opt = Optimizer(opt_given.kind, momentum=opt_given.momentum, nesterov=opt_given.nesterov,
-                        weight_decay=s["weight_decay"], beta1=opt_given.beta1, beta2=opt_given.beta2,
-                        eps=opt_given.eps)
+                        weight_decay=s["weight_decay"], beta1=s["beta1"], beta2=s["beta2"], eps=s["eps"])
     try:
         step = TrainStep(network, losses, opt, backend=backend_name, dtype=s["dtype"], device=s["device"],
                          threads=s["threads"], seed=s["seed"])
@@ -761,17 +974,18 @@ def fit(net: Any = None, data: Any = None, *, epochs: int | None = None, batch_s
     partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "train_seconds": 0.0}
     initial_loss: float | None = None
     records: list[dict[str, Any]] = []
+    state_name: str | None = None  # the state file checkpoint.json names in out_dir
     if ckpt is not None:
         rdir = Path(resume)
-        npz = rdir / "checkpoint.npz"
+        npz = rdir / ckpt["state"]
         if _sha256(npz) != ckpt["state_sha256"]:
-            raise TrainingError(f"cannot resume: {npz} does not belong to {rdir / 'checkpoint.json'} (the run was "
-                                f"interrupted while saving?)")
+            raise TrainingError(f"cannot resume: {npz} does not belong to {rdir / 'checkpoint.json'} (its sha256 "
+                                f"differs: changed or damaged since it was saved)")
         try:
             state = load_weights(npz, step.tg.graph)
         except WeightsError as e:
-            raise TrainingError(f"cannot resume: the checkpoint does not fit this network and optimizer: {e}") \
-                from None
+            raise TrainingError(f"cannot resume: the checkpoint does not fit this network and optimizer (other "
+                                f"network parameters? give them with --set / params=): {e}") from None
         step.set_state({k: v for k, v in state.items() if step.tg.graph.params[k].data is None}, ckpt["steps"])
         done_epochs, start_batch = ckpt["epoch"], ckpt["batch"]
         if ckpt.get("per_epoch") not in (None, per_epoch) and start_batch:
@@ -785,6 +999,8 @@ def fit(net: Any = None, data: Any = None, *, epochs: int | None = None, batch_s
         _write_metrics(out_dir / "metrics.jsonl", records)
     last_good = (done_epochs if ckpt is not None and resume is not None and out_dir is not None
                  and Path(resume).resolve() == out_dir.resolve() else None)
+    if last_good is not None and ckpt is not None:
+        state_name = ckpt["state"]
 
     settings_json = {k: s[k] for k in DEFAULTS}
     if isinstance(settings_json["loss_weights"], dict):
@@ -792,7 +1008,7 @@ def fit(net: Any = None, data: Any = None, *, epochs: int | None = None, batch_s
     data_json = (data_source if data_source in (None, "digits") else os.path.abspath(data_source))
 
     def save_checkpoint(epoch_done: int, batch: int) -> None:
-        nonlocal last_good
+        nonlocal last_good, state_name
         if out_dir is None:
             return
         state = step.state()
@@ -800,21 +1016,27 @@ def fit(net: Any = None, data: Any = None, *, epochs: int | None = None, batch_s
             if not np.all(np.isfinite(v)):
                 raise TrainingError(f"training diverged by epoch {epoch_done + (1 if batch else 0)}, step "
                                     f"{step.steps}: '{k}' holds NaN or infinite values; "
-                                    + _kept(out_dir, last_good))
-        npz = out_dir / "checkpoint.npz"
-        tmp = out_dir / ".checkpoint.npz.new"
-        save_weights(tmp, state)
-        _publish(tmp)
+                                    + _kept(out_dir, last_good, state_name))
+        # 1. the state under a name of its own (never the one checkpoint.json names now), on disk before 2.
+        name = f"checkpoint-{step.steps}.npz"
+        if name == state_name:
+            name = f"checkpoint-{step.steps}-{time.time_ns()}.npz"
+        npz = out_dir / name
+        save_weights(npz, state)  # written to a temporary name and moved into place
+        _publish(npz)
+        _fsync_file(npz)
+        _fsync_dir(out_dir)
         meta = {"version": CHECKPOINT_VERSION, "network": graph.name, "spec": spec_path, "params": params,
                 "data": data_json, "seed": s["seed"], "epoch": epoch_done, "batch": batch, "steps": step.steps,
                 "per_epoch": per_epoch, "partial": dict(partial) if batch else None, "initial_loss": initial_loss,
-                "settings": settings_json, "state_sha256": _sha256(tmp)}
+                "settings": settings_json, "state": name, "state_sha256": _sha256(npz)}
         text = json.dumps(meta, indent=2, default=str) + "\n"
-        # checkpoint.npz then checkpoint.json, each moved into place whole; the json names the npz's hash, so a
-        # crash between the two moves is caught on resume instead of mixing two epochs
-        os.replace(tmp, npz)
+        # 2. checkpoint.json naming it replaces the old one in one move (synced): until then the old one, and the
+        # state file it names, are the checkpoint
         _atomic_write(out_dir / "checkpoint.json", text.encode("utf-8"))
-        last_good = epoch_done
+        state_name, last_good = name, epoch_done
+        # 3. only now the older state files (and any a crash left between 1 and 2) go
+        _remove_old_states(out_dir, keep=name)
 
     def evaluate(weights: dict[str, np.ndarray]):
         if val_set is None and test_set is None:
@@ -858,7 +1080,7 @@ def fit(net: Any = None, data: Any = None, *, epochs: int | None = None, batch_s
     lr_now = sched(min(step.steps, max(total_steps - 1, 0)))
     for epoch in range(done_epochs + 1, s["epochs"] + 1):
         t_epoch = time.perf_counter()
-        order = np.random.default_rng(np.random.SeedSequence([s["seed"], epoch])).permutation(n_train)
+        order = np.random.default_rng(_stream(STREAM_ORDER, s["seed"], epoch)).permutation(n_train)
         first = start_batch if epoch == done_epochs + 1 else 0
         if first == 0:
             partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "train_seconds": 0.0}
@@ -879,9 +1101,9 @@ def fit(net: Any = None, data: Any = None, *, epochs: int | None = None, batch_s
                 if bad is not None:
                     raise TrainingError(f"epoch {epoch}, step {step.steps + 1}: the batch holds NaN or infinite "
                                         f"values (training sample {int(idx[bad])} of {train_set.name}); "
-                                        + _kept(out_dir, last_good))
+                                        + _kept(out_dir, last_good, state_name))
                 if s["augment"]:
-                    rng = np.random.default_rng(np.random.SeedSequence([s["seed"], epoch, b, 1]))
+                    rng = np.random.default_rng(_stream(STREAM_AUG, s["seed"], epoch, b))
                     x = augment_batch(np.asarray(x, s["dtype"]), s["augment"], rng)
                 lr_now = sched(min(step.steps, max(total_steps - 1, 0)))
                 result = step.run({input_name: x}, _targets(y, losses, classes, s["dtype"]), lr_now)
@@ -894,7 +1116,7 @@ def fit(net: Any = None, data: Any = None, *, epochs: int | None = None, batch_s
                             f"the loss exploded to {loss_v:.4g} (over {DIVERGENCE_FACTOR:g} times the first, "
                             f"{initial_loss:.4g})")
                     raise TrainingError(f"training diverged at epoch {epoch}, step {step.steps}: {what}; "
-                                        + _kept(out_dir, last_good) + f"; try a lower learning rate (was "
+                                        + _kept(out_dir, last_good, state_name) + f"; try a lower learning rate (was "
                                         f"{lr_now:.4g})")
                 partial["loss_sum"] += loss_v * len(idx)
                 partial["seen"] += len(idx)
@@ -916,7 +1138,7 @@ def fit(net: Any = None, data: Any = None, *, epochs: int | None = None, batch_s
         weights = step.weights()
         if not all(np.all(np.isfinite(v)) for v in weights.values()):
             raise TrainingError(f"training diverged at epoch {epoch}, step {step.steps}: the weights hold NaN or "
-                                f"infinite values; " + _kept(out_dir, last_good))
+                                f"infinite values; " + _kept(out_dir, last_good, state_name))
         val_loss, val_acc, test_acc = evaluate(weights)
         record = {"epoch": epoch, "step": step.steps, "lr": lr_now,
                   "train_loss": partial["loss_sum"] / partial["seen"],
@@ -948,12 +1170,29 @@ def fit(net: Any = None, data: Any = None, *, epochs: int | None = None, batch_s
                    time.perf_counter() - t_start)
 
 
-def _kept(out_dir: Path | None, last_good: int | None) -> str:
+def _kept(out_dir: Path | None, last_good: int | None, state_name: str | None) -> str:
     if out_dir is None:
         return "nothing was saved (no run directory)"
     if last_good is None:
         return f"no checkpoint had been written yet in {out_dir}"
+    where = f"{out_dir / 'checkpoint.json'} with {state_name}"
     if last_good == 0:
-        return f"the last good checkpoint ({out_dir / 'checkpoint.npz'}, before the first epoch ended) was kept"
-    return f"the last good checkpoint ({out_dir / 'checkpoint.npz'}, epoch {last_good}) was kept"
+        return f"the last good checkpoint ({where}, before the first epoch ended) was kept"
+    return f"the last good checkpoint ({where}, epoch {last_good}) was kept"
 
+
+def _remove_old_states(out_dir: Path, keep: str) -> None:
+    """Delete the state files in `out_dir` other than `keep`: the ones older checkpoints named, ones a crash left
+    before checkpoint.json named them, a version 1 checkpoint.npz."""
+    for p in out_dir.iterdir():
+        if p.name != keep and (STATE_NAME.fullmatch(p.name) or p.name == LEGACY_STATE) and p.is_file():
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+
+def step_schedule_size(total_steps: int, warmup: int) -> int:
+    """The steps between two decays of the `step` schedule: a third of the steps after the warm-up (rounded up, so
+    the run has three stretches: lr, lr/10 and lr/100)."""
+    return max(1, -(-(total_steps - warmup) // 3))

@@ -43,7 +43,9 @@ def test_train_then_run_and_export_the_weights(tiny, tmp_path, capsys):
     summary = next(line for line in text if line.startswith("trained tiny"))
     acc = float(summary.rsplit("test accuracy ", 1)[1].rstrip("%")) / 100
     assert acc >= 0.9
-    assert {p.name for p in out.iterdir()} >= {"metrics.jsonl", "checkpoint.npz", "checkpoint.json", "weights.npz"}
+    assert {p.name for p in out.iterdir()} >= {"metrics.jsonl", "checkpoint.json", "weights.npz"}
+    state = json.loads((out / "checkpoint.json").read_text())["state"]
+    assert [p.name for p in out.glob("checkpoint*.npz")] == [state] and state.startswith("checkpoint-")
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
 
     # the weights file is what `run --weights` and `export-onnx --weights` take
