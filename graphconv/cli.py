@@ -688,7 +688,7 @@ def cmd_train(args) -> int:
         if spec and os.path.isabs(spec) and not os.path.relpath(spec).startswith(".."):
             shown = os.path.relpath(spec)
         weights = os.path.join(str(h.out), "weights.npz")
-        print(f"wrote {h.out}/: metrics.jsonl, checkpoint.npz, weights.npz"
+        print(f"wrote {h.out}/: metrics.jsonl, checkpoint.json, weights.npz"
               + (", plot.png" if (h.out / "plot.png").exists() else ""))
         print(f"run it with: graphconv run {shown}{sets} --weights {weights}")
     else:

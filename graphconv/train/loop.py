@@ -6,10 +6,10 @@ directory that can be resumed exactly.
     fit(None, None, resume="runs/lenet", epochs=30)  # continue the run (same settings unless given)
 
 One epoch: the training samples in an order drawn from a generator seeded with (ORDER, seed, epoch), in
-mini-batches of `batch_size` (the last, smaller batch is kept), optionally augmented (random crop with zero padding,
-horizontal flip; seeded with (AUG, seed, epoch, batch)), one optimizer step each at the rate the schedule gives for
-the step. Training loss
-and accuracy come from the steps' outputs (the network in training mode, the loss as optimized: weighted auxiliary
+mini-batches of `batch_size` (the last, smaller batch is kept; a last batch of one sample joins the one before, as
+batchnorm has no variance over one sample), optionally augmented (random crop with zero padding, horizontal flip;
+seeded with (AUG, seed, epoch, batch)), one optimizer step each at the rate the schedule gives for the step.
+Training loss and accuracy come from the steps' outputs (the network in training mode, the loss as optimized: weighted auxiliary
 losses and label smoothing included). Then the inference network (batchnorm with its running statistics, no dropout)
 with the current weights is compiled for the same backend and measures the validation loss and accuracy (plain
 cross-entropy, or mean squared error, of the main output) and the test accuracy.
@@ -938,6 +938,9 @@ def fit(net: Any = None, data: Any = None, *, epochs: int | None = None, batch_s
     test_set = d.test
     n_train = len(train_set)
     per_epoch = -(-n_train // s["batch_size"])
+    if per_epoch > 1 and n_train % s["batch_size"] == 1:
+        # a last batch of one sample joins the one before it: batchnorm has no variance over a single sample
+        per_epoch -= 1
     total_steps = per_epoch * s["epochs"]
     try:
         sched = make_schedule(s["schedule"], s["lr"], total_steps=total_steps, warmup_steps=s["warmup"],
@@ -1094,7 +1097,7 @@ def fit(net: Any = None, data: Any = None, *, epochs: int | None = None, batch_s
                 if max_steps is not None and step.steps >= max_steps:
                     stopped = True
                     break
-                idx = order[b * s["batch_size"]:(b + 1) * s["batch_size"]]
+                idx = order[b * s["batch_size"]:(b + 1) * s["batch_size"] if b < per_epoch - 1 else n_train]
                 x = train_set.x[idx]
                 y = train_set.y[idx]
                 bad = _first_not_finite(x, None if classification else y)

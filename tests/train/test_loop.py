@@ -666,3 +666,16 @@ def test_loss_weights_by_name_keep_the_defaults_of_the_others(tmp_path):
         with pytest.raises(TrainingError, match=re.escape("output 'emb' has shape [N, 3], the main output 'logits' "
                                                           "[N, 10]: it cannot have a loss")):
             weights(lw)
+
+
+def test_a_last_batch_of_one_joins_the_one_before(tmp_path):
+    spec = tmp_path / "flat.gc"
+    spec.write_text("network flat(num_classes = 4) {\n  input x: f32[N, 6]\n"
+                    "  logits = x -> dense(8) as fc1 -> batchnorm as bn -> relu -> dense(num_classes) as fc2\n"
+                    "  output logits\n}\n")
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 10)
+    x = (rng.normal(size=(40, 6)) + y[:, None]).astype(np.float32)
+    # 40 samples, 4 held out for validation: 36 train in batches of 5 would leave a batch of one
+    h = fit(str(spec), (x, y), epochs=2, batch_size=5, backend="reference", progress=False)
+    assert [r["step"] for r in h] == [7, 14]
