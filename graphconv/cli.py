@@ -248,13 +248,13 @@ def _train_parser(sub, common, sets) -> None:
     p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
                    help="sgd: Nesterov momentum (default on)")
     p.add_argument("--weight-decay", type=_nonnegative_float, default=None, metavar="WD",
-                   help="L2 weight decay (default 0 for sgd and adam, 0.01 for adamw, decoupled)")
+                   help="L2 weight decay (default 5e-4 for sgd and adam, 0.01 for adamw, decoupled)")
     p.add_argument("--schedule", choices=("constant", "step", "cosine"), default=None,
                    help=f"learning-rate schedule (default {d['schedule']}; step: x0.1 after each third of the run)")
     p.add_argument("--warmup", type=_whole(0, "must be >= 0"), default=None, metavar="N",
                    help="optimizer steps of linear warm-up (default 0)")
     p.add_argument("--label-smoothing", type=_fraction, default=None, metavar="S",
-                   help="cross-entropy label smoothing (default 0)")
+                   help="cross-entropy label smoothing (default 0.1)")
     p.add_argument("--augment", metavar="crop:4,flip", default=None,
                    help="augment training images: random crop after zero padding, random horizontal flip "
                         "(default none)")
