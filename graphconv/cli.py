@@ -278,6 +278,25 @@ def _train_parser(sub, common, sets) -> None:
                         f"{d['val_fraction']}; 0: none)")
     p.add_argument("--max-steps", type=_positive_int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the run's history as JSON at the end")
+    _add_plot(sub, common)
+
+
+def _add_plot(sub, common) -> None:
+    p = sub.add_parser("plot", parents=[common], help="redraw a training run's loss and accuracy curves",
+                       description="Draw the loss and accuracy curves of a run directory (from its metrics.jsonl) "
+                                   "as a PNG picture; needs matplotlib (pip install 'graphconv[plot]').",
+                       epilog="example:\n  graphconv plot runs/lenet            # writes runs/lenet/plot.png\n"
+                              "  graphconv plot runs/lenet -o curves.png",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of graphconv train (--out)")
+    p.add_argument("-o", "--output", metavar="OUT.png", default=None, help="where to write (default RUN_DIR/plot.png)")
+
+
+def cmd_plot(args) -> int:
+    from .train.loop import plot_run
+
+    print(f"wrote {plot_run(args.run_dir, args.output)}")
+    return 0
 
 
 def _target_args(p) -> None:
@@ -718,7 +737,7 @@ def _epoch_line(r: dict, total: int | None) -> str:
 
 COMMANDS = {"check": cmd_check, "summary": cmd_summary, "run": cmd_run, "compile": cmd_compile,
             "export-onnx": cmd_export_onnx, "import-onnx": cmd_import_onnx, "bench": cmd_bench,
-            "train": cmd_train}
+            "train": cmd_train, "plot": cmd_plot}
 
 
 # -- entry point ----------------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ from .data import Data, DataError, Dataset, load_data
 
 __all__ = ["fit", "History", "DEFAULT_BACKEND", "FALLBACK_BACKEND", "DEFAULTS", "METRIC_KEYS", "AUX_WEIGHT",
            "DIVERGENCE_FACTOR", "parse_augment", "augment_batch", "llvm_available", "resolve_backend",
-           "read_checkpoint"]
+           "read_checkpoint", "plot_run"]
 
 DEFAULT_BACKEND = "llvm"  # native code; when its training runner is missing a defaulted backend falls back to:
 FALLBACK_BACKEND = "onnx"
@@ -473,6 +473,36 @@ def _read_metrics(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
             continue
         if isinstance(rec, dict) and isinstance(rec.get("epoch"), int) and rec["epoch"] <= upto_epoch:
             out.append(rec)
+    return out
+
+
+MAX_METRICS_BYTES = 64 << 20  # a metrics.jsonl `plot_run` reads (a run of a million epochs is ~300 MB: not ours)
+
+
+def plot_run(run_dir: str | os.PathLike, output: str | os.PathLike | None = None) -> Path:
+    """Redraw the loss and accuracy curves of a run directory from its metrics.jsonl (`graphconv plot RUN_DIR`);
+    returns the picture's path (default RUN_DIR/plot.png). Lines that are not an epoch's record, and values that
+    are not finite numbers, are skipped. Raises TrainingError (no metrics, matplotlib missing)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise TrainingError(f"{run_dir}: no metrics.jsonl (is it a run directory of graphconv train?)")
+    if path.stat().st_size > MAX_METRICS_BYTES:
+        raise TrainingError(f"{path}: {path.stat().st_size:,} bytes is more than a metrics file can be "
+                            f"({MAX_METRICS_BYTES:,})")
+    records = []
+    for rec in _read_metrics(path, upto_epoch=1 << 62):
+        clean = {"epoch": rec["epoch"]}
+        for key in ("train_loss", "val_loss", "train_acc", "val_acc", "test_acc"):
+            v = rec.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                clean[key] = float(v)
+        records.append(clean)
+    if not records:
+        raise TrainingError(f"{path}: no epoch records to plot")
+    out = Path(output) if output is not None else Path(run_dir) / "plot.png"
+    note = _plot(out, sorted(records, key=lambda r: r["epoch"]))
+    if note is not None:
+        raise TrainingError(note.replace("note: plot.png skipped: ", "cannot draw the plot: "))
     return out
 
 

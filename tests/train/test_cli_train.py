@@ -147,3 +147,43 @@ def test_as_a_subprocess(tiny, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "epoch 1/1" in r.stdout and "it/s" not in r.stderr and "batch/s" not in r.stderr
     assert "nothing was saved" in r.stdout
+
+
+def _metrics(path, lines):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_plot_redraws_a_runs_curves(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    _metrics(run, [json.dumps({"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "train_acc": 0.9, "val_acc": 0.8}),
+                   "not json", json.dumps({"epoch": 1, "train_loss": 1.0, "val_loss": "NaN", "train_acc": 0.5}),
+                   json.dumps([1, 2]), json.dumps({"epoch": 3, "train_loss": float("inf"), "test_acc": 0.85})])
+    assert cli.main(["plot", str(run)]) == 0
+    assert (run / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert capsys.readouterr().out == f"wrote {run / 'plot.png'}\n"
+    assert cli.main(["plot", str(run), "-o", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_errors_are_one_message(tmp_path, capsys, monkeypatch):
+    assert cli.main(["plot", str(tmp_path / "nowhere")]) == 1
+    assert "no metrics.jsonl" in capsys.readouterr().err
+    _metrics(tmp_path / "empty", ["{}", "junk"])
+    assert cli.main(["plot", str(tmp_path / "empty")]) == 1
+    assert "no epoch records to plot" in capsys.readouterr().err
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib")
+        return real_import(name, *args, **kwargs)
+
+    _metrics(tmp_path / "ok", [json.dumps({"epoch": 1, "train_loss": 1.0})])
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert cli.main(["plot", str(tmp_path / "ok")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "graphconv[plot]" in err and "Traceback" not in err
