@@ -68,11 +68,6 @@ class TrainingGraph:
     updates: dict[str, str] = field(default_factory=dict)  # state parameter -> output holding its next value
     hyper: dict[str, str] = field(default_factory=dict)  # optimizer inputs ("lr", "step") -> input name
 
-    @property
-    def outputs(self) -> list[str]:
-        """The network's own outputs (what accuracy is measured on)."""
-        return [o for o in self.targets]
-
 
 # -- 1. training mode ---------------------------------------------------------------------------------------------
 
