@@ -11,6 +11,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Iterable
 
+__all__ = ["SourceLoc", "Diagnostic", "GraphconvError", "SpecError", "WeightsError", "InputError", "ExecutionError",
+           "TrainingError", "OpError", "did_you_mean", "MAX_ERRORS"]
 
 MAX_ERRORS = 100  # diagnostics shown for one spec; a flood of errors helps nobody and costs time
 
@@ -89,6 +91,7 @@ class SpecError(GraphconvError):
         super().__init__(self.render())
 
     def render(self) -> str:
+        """Every diagnostic (up to MAX_ERRORS) with its source line and caret, then the count."""
         lines = {p: t.splitlines() for p, t in self.sources.items()}
         shown = self.diagnostics[:MAX_ERRORS]
         body = "\n".join(d.render(lines=lines) for d in shown)

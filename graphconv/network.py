@@ -32,14 +32,17 @@ class Network:
 
     @property
     def name(self) -> str:
+        """The network's name (from the spec's `network` line)."""
         return self.graph.name
 
     @property
     def input_names(self) -> list[str]:
+        """The graph's input names, in the spec's order."""
         return [v.name for v in self.graph.inputs]
 
     @property
     def output_names(self) -> list[str]:
+        """The graph's output names, in the spec's order."""
         return list(self.graph.outputs)
 
     def num_params(self, *, trainable_only: bool = False) -> int:
@@ -53,6 +56,7 @@ class Network:
         return format_summary(summarize(self.graph))
 
     def save_weights(self, path: str | os.PathLike) -> None:
+        """Write every weight to an .npz file (no pickle), as `load(..., weights=path)` reads it."""
         from .weights import save_weights
 
         save_weights(path, self.weights)
@@ -133,6 +137,8 @@ class Model:
         raise NotImplementedError
 
     def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray | dict[str, np.ndarray]:
+        """Run the model: `model(x)` for one input; `model(image=x, mask=m)` or a dict for several.
+        One output comes back as an array, several as a dict by name."""
         outputs = self.run(self._gather(args, kwargs))
         if len(outputs) == 1:
             return next(iter(outputs.values()))

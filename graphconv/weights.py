@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import zipfile
 import zlib
 from typing import IO, Any, Mapping
@@ -29,6 +28,7 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from .errors import GraphconvError, OpError, WeightsError, did_you_mean
+from .files import replacing
 from .init import make_init
 from .ir.graph import Graph
 
@@ -101,20 +101,10 @@ def save_weights(path: str | os.PathLike, weights: Mapping[str, Any]) -> None:
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise WeightsError(f"cannot save '{name}': dtype {arr.dtype} is not a number type")
         arrays[name] = arr
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".graphconv-", suffix=".npz.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for name, arr in arrays.items():
-                with zf.open(name + ".npy", "w", force_zip64=True) as member:
-                    npformat.write_array(member, arr, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with replacing(os.path.abspath(path)) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                npformat.write_array(member, arr, allow_pickle=False)
 
 
 # -- loading --------------------------------------------------------------------------------------------------------

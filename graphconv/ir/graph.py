@@ -43,10 +43,12 @@ class TensorType:
 
     @property
     def rank(self) -> int:
+        """The number of dimensions."""
         return len(self.shape)
 
     @property
     def is_static(self) -> bool:
+        """Whether every dimension is a number (no symbolic batch)."""
         return all(isinstance(d, int) for d in self.shape)
 
     def numel(self, batch: int = 1) -> int:
@@ -54,9 +56,11 @@ class TensorType:
         return math.prod(d if isinstance(d, int) else batch for d in self.shape)
 
     def concrete(self, batch: int) -> tuple[int, ...]:
+        """The shape with symbolic dimensions replaced by `batch`."""
         return tuple(d if isinstance(d, int) else batch for d in self.shape)
 
     def with_shape(self, shape: tuple[Dim, ...]) -> "TensorType":
+        """The same dtype with another shape."""
         return TensorType(tuple(shape), self.dtype)
 
     def __str__(self) -> str:
@@ -96,6 +100,7 @@ class Param:
 
     @property
     def name(self) -> str:
+        """The parameter's value name (`<layer>.<role>`)."""
         return self.value.name
 
     @property
@@ -143,12 +148,14 @@ class Graph:
         return value
 
     def add_input(self, name: str, type: TensorType) -> Value:
+        """Declare a graph input."""
         v = self._claim(Value(name, type, "input"))
         self.inputs.append(v)
         return v
 
     def add_param(self, name: str, type: TensorType, role: str, init: Init | None = None,
                   data: np.ndarray | None = None) -> Value:
+        """Declare a parameter or buffer: its type, role (trainable, frozen, fixed, buffer) and initializer or fixed data."""
         if role not in PARAM_ROLES:
             raise ValueError(f"unknown parameter role {role!r}")
         v = self._claim(Value(name, type, "param"))
@@ -157,6 +164,7 @@ class Graph:
 
     def add_node(self, name: str, op: str, inputs: list[Value], attrs: dict[str, Any], out_type: TensorType,
                  params: dict[str, Value] | None = None, loc: SourceLoc | None = None) -> Node:
+        """Append a node (nodes are kept in topological order) and its output value."""
         out = Value(name, out_type, "node")
         node = Node(name, op, list(inputs), dict(attrs), out, dict(params or {}), loc)
         out.producer = node
@@ -165,10 +173,12 @@ class Graph:
         return node
 
     def set_output(self, name: str, value: Value) -> None:
+        """Make `value` a graph output named `name`."""
         self.outputs[name] = value
 
     # -- queries --------------------------------------------------------------------------------------------
     def node(self, name: str) -> Node:
+        """The node that computes the value `name`."""
         v = self.values[name]
         if v.producer is None:
             raise KeyError(name)
@@ -183,11 +193,13 @@ class Graph:
         return users
 
     def iter_params(self, *, counted_only: bool = False) -> Iterator[Param]:
+        """Every parameter; `counted_only` leaves out buffers (not counted as parameters)."""
         for p in self.params.values():
             if p.counted or not counted_only:
                 yield p
 
     def num_params(self, *, trainable_only: bool = False) -> int:
+        """The number of parameter elements (buffers excluded); `trainable_only` counts trainable ones only."""
         total = 0
         for p in self.params.values():
             if not p.counted or (trainable_only and p.role != "trainable"):

@@ -41,6 +41,7 @@ import numpy as np
 from llvmlite import ir
 import llvmlite.binding as llvm
 
+from .. import progress
 from ..errors import GraphconvError
 from ..ir.graph import Graph, Node, Value
 from ..ops import REGISTRY, epilogue
@@ -361,7 +362,9 @@ class _Builder:
         for param, out in self.state_copied.items():  # after the last layer: every reader has seen the old value
             src, p = g.outputs[out], g.values[param]
             steps.append(Node(f"{param}@copy", "identity", [src], {}, Value(param, p.type, "param"), {}, None))
-        kernels = [self._kernel(node) for node in steps]  # emits and verifies each distinct kernel
+        # emits and verifies each distinct kernel (the longest part of codegen: a bar for big networks)
+        kernels = [self._kernel(node) for node in progress.iterate(steps, f"{self.symbol}: generating kernels",
+                                                                   unit="layer")]
         per_thread = _aligned(self.scratch_per_thread)
         repacks = self._state_repacks(steps, kernels)
 

@@ -23,6 +23,7 @@ import llvmlite
 import llvmlite.binding as llvm
 
 from .. import __version__
+from .. import progress
 from ..errors import GraphconvError
 from ..ir.graph import Graph
 from ..ir.serialize import dumps
@@ -149,13 +150,14 @@ def compile_graph(graph: Graph, weights: dict, *, dtype: str = "float32", target
     except RuntimeError as e:
         raise CodegenError(f"the linked network module is invalid: {str(e).strip()[:2000]}") from None
     tm = target.target_machine(opt=llvm_opt, aot=aot)
-    if llvm_opt > 0:
-        pto = llvm.create_pipeline_tuning_options(speed_level=llvm_opt)
-        pb = llvm.create_pass_builder(tm, pto)
-        pb.getModulePassManager().run(main, pb)
-    timings["optimize"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    obj = tm.emit_object(main)
+    with progress.stage(f"{symbol}: LLVM -O{llvm_opt}, machine code for {target.cpu}"):
+        if llvm_opt > 0:
+            pto = llvm.create_pipeline_tuning_options(speed_level=llvm_opt)
+            pb = llvm.create_pass_builder(tm, pto)
+            pb.getModulePassManager().run(main, pb)
+        timings["optimize"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        obj = tm.emit_object(main)
     timings["emit"] = time.perf_counter() - t0
     compiled = Compiled(obj, layout, key, timings=timings, llvm_ir=str(main) if keep_ir else None)
     if use_cache and not aot:

@@ -250,11 +250,13 @@ class LLVMModel(Model):
                                         self.dtype).copy()
         return {name: outs[name] for name in g.outputs}
 
-    def profile(self, inputs: Mapping[str, Any], repeat: int = 20) -> list[tuple[str, float]]:
+    def profile(self, *args: Any, repeat: int = 20, **kwargs: Any) -> list[tuple[str, float]]:
         """Time each layer: (layer, median milliseconds) in execution order, from a build of the same network that
         reads the CPU's cycle counter after each layer (compiled on first use; cycles are turned into time by the
-        duration of the whole run)."""
+        duration of the whole run). Takes the inputs as a call does: `profile(x)`, `profile(image=x)` or a dict."""
         import time
+
+        inputs = self._gather(args, kwargs)
 
         if self._profiled is None:
             compiled = compile_graph(self.optimized.graph, self.optimized.weights, dtype=self.dtype,

@@ -27,6 +27,8 @@ import onnx
 from ..errors import GraphconvError
 from ..ir.graph import Graph, Node, TensorType, Value
 
+__all__ = ["export_onnx", "build_model", "ExportError", "DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET"]
+
 DEFAULT_OPSET = 21
 MIN_OPSET = 18   # Resize and Pad with `axes`, ReduceX with axes inputs
 MAX_OPSET = 23   # newest opset this exporter is tested with (onnxruntime >= 1.20 runs it)
@@ -290,7 +292,7 @@ def _write_tensors(f, parts: Exported, location: str) -> None:
 
 def build_model(net_or_graph: Any, *, weights: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
                 opset: int = DEFAULT_OPSET, name: str | None = None, dtype: str | None = None,
-                state: Sequence[str] = ()):
+                state: Sequence[str] = ()) -> onnx.ModelProto:
     """The ONNX ModelProto of a network, in memory (weights inline; parameters in `state` as graph inputs). Raises
     ExportError when the weights exceed what one protobuf message can hold; export to a file then."""
     return inline(emit_model(net_or_graph, weights, opset, name, dtype, state))
@@ -304,7 +306,7 @@ def tensor_bytes(model) -> int:
 def export_onnx(net_or_graph: Any, path: str | os.PathLike | None = None, *,
                 weights: Mapping[str, np.ndarray] | str | os.PathLike | None = None, opset: int = DEFAULT_OPSET,
                 name: str | None = None, dtype: str | None = None,
-                external_data_threshold: int = EXTERNAL_DATA_THRESHOLD):
+                external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> onnx.ModelProto:
     """Export a Network (its weights) or a Graph (with `weights`, default: its initializers with seed 0) to ONNX.
     Writes `path` when given (with `<path>.data` for models over `external_data_threshold` bytes; the returned
     model then refers to that file). Returns the onnx.ModelProto."""

@@ -17,7 +17,7 @@ import math
 import os
 import re
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from ..ops import ALIASES, REGISTRY
 from ..ops.build import add_op
 from ..ops.schema import same_pads
 from .load import OnnxError, check_tensor_sizes, has_external, load_model
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["import_onnx", "SUPPORTED_OPS", "OnnxError"]
 
@@ -1208,7 +1211,7 @@ def _const_of_shape(imp, n):
 SUPPORTED_OPS = tuple(sorted(HANDLERS))
 
 
-def import_onnx(source) -> tuple[Graph, dict[str, np.ndarray]]:
+def import_onnx(source: str | os.PathLike | onnx.ModelProto) -> tuple[Graph, dict[str, np.ndarray]]:
     """Import an ONNX model (a path or an onnx.ModelProto) as (graph, weights). Raises OnnxError (a
     GraphconvError) for unreadable files, unsupported ops (all listed in one error) and inconsistent models."""
     if isinstance(source, (str, os.PathLike)):

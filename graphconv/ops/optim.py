@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import OpError
-from .schema import Attr, Bool, Enum, Float, OpDef, register
+from .schema import Attr, Bool, Float, OpDef, register
 
 WD = Attr("weight_decay", Float(min=0.0), 0.0, "L2 penalty (decoupled for AdamW)")
 MOMENTUM = Attr("momentum", Float(min=0.0, max=1.0), 0.9)

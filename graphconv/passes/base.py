@@ -73,6 +73,7 @@ class PassResult:
     notes: list[str] = field(default_factory=list)
 
     def count(self, what: str, n: int = 1) -> None:
+        """Record that the pass did `what` `n` more times (so it changed the graph)."""
         self.counts[what] = self.counts.get(what, 0) + n
         self.changed = True
 
@@ -84,11 +85,13 @@ class PassResult:
 
 
 class Pass:
+    """One optimization pass: `run` changes the program's graph in place and says what it did."""
     name = ""
     summary = ""
     inference_only = False  # skipped on training graphs
 
     def run(self, program: Program) -> PassResult:
+        """Transform `program` (a private copy) and return what fired, for the pass log."""
         raise NotImplementedError
 
 

@@ -23,12 +23,15 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
 from ..errors import GraphconvError
 from .base import Pass, PassResult, Program
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 LEVELS = (0, 1, 2, 3)
 
@@ -143,10 +146,11 @@ def run_passes(program: Program, passes: Iterable[Pass], *, verify_ir: bool = Fa
     return log
 
 
-def optimize(net, level: int = 2, *, training: bool = False, target: str = "reference",
+def optimize(net: Network, level: int = 2, *, training: bool = False, target: str = "reference",
              passes: list[str] | None = None,
              verify_ir: bool = False, verify_passes: bool = False,
-             after: Callable[[Pass, PassResult, Program], None] | None = None, seed: int = 0):
+             after: Callable[[Pass, PassResult, Program], None] | None = None,
+             seed: int = 0) -> tuple[Network, list[PassRecord]]:
     """Optimize a Network for a target backend: returns (a new Network, the pass log). `passes` names passes to run
     instead of a level's pipeline."""
     from ..network import Network
@@ -166,4 +170,5 @@ def optimize(net, level: int = 2, *, training: bool = False, target: str = "refe
 
 
 def format_log(log: list[PassRecord]) -> str:
+    """The pass log as text, one line per pass."""
     return "\n".join(r.line() for r in log)

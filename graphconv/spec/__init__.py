@@ -178,7 +178,8 @@ def _sorted(diags: list[Diagnostic], order: list[str]) -> list[Diagnostic]:
     return sorted(diags, key=key)
 
 
-def check_spec(path: str, params: dict[str, Any] | None = None, network: str | None = None):
+def check_spec(path: str, params: dict[str, Any] | None = None, network: str | None = None
+               ) -> tuple[Graph | None, list[Diagnostic], dict[str, str]]:
     """Load and check a spec file. Returns (graph or None, diagnostics in source order, sources)."""
     out = _Loaded()
     real = os.path.realpath(path)
@@ -192,7 +193,7 @@ def check_spec(path: str, params: dict[str, Any] | None = None, network: str | N
 
 
 def check_text(text: str, path: str = "<string>", params: dict[str, Any] | None = None, root: str | None = None,
-               network: str | None = None):
+               network: str | None = None) -> tuple[Graph | None, list[Diagnostic], dict[str, str]]:
     """Like check_spec for spec text; includes resolve against `root` (default: the current folder)."""
     out = _Loaded()
     root = os.path.realpath(root or os.getcwd())
@@ -210,6 +211,7 @@ def load_graph(path: str, params: dict[str, Any] | None = None, network: str | N
 
 def load_graph_text(text: str, path: str = "<string>", params: dict[str, Any] | None = None,
                     root: str | None = None) -> Graph:
+    """A graph from spec text (tests, the API); raises SpecError with every located problem."""
     graph, diags, sources = check_text(text, path, params, root)
     if diags or graph is None:
         raise SpecError(diags, sources)

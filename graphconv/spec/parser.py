@@ -59,8 +59,14 @@ class Parser:
         return self.toks[self.i]
 
     def peek(self, k: int = 1) -> Token:
+        """The k-th token after the current one; inside brackets, newlines are skipped as `tok` skips them."""
         self.tok  # noqa: B018  (skips newlines inside brackets first)
-        return self.toks[min(self.i + k, len(self.toks) - 1)]
+        j, last = self.i, len(self.toks) - 1
+        for _ in range(k):
+            j = min(j + 1, last)
+            while self.paren and j < last and self.toks[j].kind == "newline":
+                j += 1
+        return self.toks[j]
 
     def at(self, text: str) -> bool:
         t = self.tok

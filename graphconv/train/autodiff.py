@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from ..errors import TrainingError
-from ..ir.graph import Graph, Node, TensorType, Value
+from ..ir.graph import Graph, Node, Value
 from ..ops import REGISTRY
 from ..ops.build import add_op
 

@@ -33,9 +33,11 @@ class GradCheck:
 
     @property
     def ok(self) -> bool:
+        """Whether every checked gradient was within tolerance and none was missing."""
         return not self.missing and bool(self.worst) and all(w[0] <= 0 for w in self.worst.values())
 
     def text(self) -> str:
+        """A report: per parameter, the elements checked and the worst mismatch."""
         lines = [f"{name}: {self.checked[name]} elements, worst analytic {a:.6g} vs numeric {n:.6g} "
                  f"({'ok' if ex <= 0 else f'off by {ex:.3g} beyond tolerance'})"
                  for name, (ex, a, n) in self.worst.items()]

@@ -42,7 +42,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +50,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import GraphconvError, TrainingError, WeightsError
+from ..files import replacing
 from .data import Data, DataError, Dataset, load_data
 
 # autodiff, optim and step import the op registry: they are imported when training starts, so that the command line
@@ -228,9 +228,11 @@ class History:
 
     @property
     def last(self) -> dict[str, Any]:
+        """The last epoch's metrics ({} before the first epoch)."""
         return self.records[-1] if self.records else {}
 
     def to_json(self) -> dict[str, Any]:
+        """The run as JSON-ready data: network, backend, steps, run directory, time and every epoch's metrics."""
         return {"network": self.net.name, "backend": self.backend, "steps": self.steps,
                 "out": str(self.out) if self.out else None, "seconds": round(self.seconds, 3),
                 "settings": self.settings, "epochs": self.records}
@@ -275,20 +277,8 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _publish(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with replacing(path, sync=True, before_rename=_publish) as fh:
+        fh.write(data)
     _fsync_dir(path.parent)
 
 

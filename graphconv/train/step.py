@@ -182,6 +182,7 @@ class TrainStep:
         return self.runner.get_state()
 
     def set_state(self, values: Mapping[str, np.ndarray], steps: int) -> None:
+        """Replace the parameters and optimizer state (e.g. from a checkpoint) and the step count."""
         self.runner.set_state(values)
         self.steps = int(steps)
 

@@ -644,3 +644,12 @@ def test_parse_value(text, expected):
 def test_parse_value_rejects_garbage(text):
     with pytest.raises(ValueError, match="not a value"):
         parse_value(text)
+
+
+def test_a_line_break_between_a_keyword_argument_and_its_equals_sign():
+    """Newlines are ignored inside ( ): also between `name` and `=` of a keyword argument."""
+    from graphconv.spec import load_graph_text
+
+    g = load_graph_text("network t() {\n  input x: f32[N, 3, 8, 8]\n  y = x -> conv2d(4, 3, padding\n"
+                        "     = 1) -> relu\n  output y\n}\n")
+    assert g.nodes[0].attrs["padding"] == (1, 1, 1, 1)
