@@ -1,14 +1,13 @@
-"""The command line.
+"""The command line: `graphconv COMMAND ...` (docs/cli.md describes every command and option).
 
-    graphconv check SPEC... [--set k=v]
-    graphconv summary SPEC [--set k=v ...] [--json]
-    graphconv run SPEC [--weights W.npz] [--input NAME=FILE.npy ...] [--output FILE] [--batch N] [--seed S]
-                       [--backend reference] [--dtype float32|float64] [--set k=v ...]
-    graphconv export-onnx SPEC -o MODEL.onnx [--weights W.npz] [--set k=v ...] [--opset N] [-O LEVEL] [--seed S]
-                          [--dtype float32|float64]
-    graphconv train SPEC --data DATA [--epochs E] [--batch-size B] [--lr LR] [--optimizer sgd|adam|adamw] [--out DIR]
-                    [--resume DIR] [--backend llvm|reference|onnx] ... (graphconv train --help)
-    graphconv --version
+    check SPEC...            fmt SPEC... [--check|--diff]     summary SPEC [--json]
+    viz SPEC|MODEL.onnx -o OUT.html|OUT.svg                   run SPEC|MODEL.onnx [--backend B] [--image IMG]
+    compile SPEC [-O LEVEL] [--target T] [--pass-log]         export-onnx SPEC -o M.onnx    import-onnx M.onnx -o S.gc
+    train SPEC --data DATA    plot RUN_DIR    filters W.npz --layer L    featuremaps SPEC --image IMG
+    bench [MODEL...]
+
+Verbs live here or beside what they drive (`_VERB_MODULES`: viz, fmt, the picture commands); each gets examples
+at the end of its --help (`EXAMPLES`, or the module's own epilog), which docs/cli.md repeats and the tests run.
 
 Exit status: 0 success; 1 a problem with the user's input (a spec, weights, arrays, files: the message, no
 traceback); 2 wrong usage of the command; 3 an internal error (a bug: please report it). `--debug` shows
@@ -72,8 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     sets.add_argument("--set", dest="sets", metavar="NAME=VALUE", type=_set_arg, action="append", default=[],
                       help="set a network parameter (repeatable), e.g. --set num_classes=10")
 
-    parser = argparse.ArgumentParser(prog="graphconv", parents=[common],
-                                     description="A declarative graph compiler and runtime for CNNs.")
+    parser = argparse.ArgumentParser(prog="graphconv", parents=[common], formatter_class=_HelpFormatter,
+                                     description="A declarative graph compiler and runtime for CNNs.",
+                                     epilog="examples:\n"
+                                            "  graphconv check specs/resnet50.gc\n"
+                                            "  graphconv run specs/resnet18.gc --backend llvm\n"
+                                            "  graphconv COMMAND --help         # every command's options and examples\n\n"
+                                            "exit status: 0 success, 1 a problem with the input (spec, weights, "
+                                            "files), 2 wrong usage,\n3 an internal error (a bug). "
+                                            "--debug shows tracebacks. Documentation: docs/cli.md")
     parser.add_argument("--version", action="version", version=f"graphconv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -81,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", parents=[common, sets], help="check specs completely, reporting every error",
                        description="Check specs; print 'ok' per valid spec, every located error otherwise.")
     p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON record per spec: ok, network, nodes, params, or its located errors")
 
     p = sub.add_parser("summary", parents=[common, sets], help="the layer table of a network",
                        description="Per layer: name, op, output shape, parameters, MACs, receptive field.")
@@ -108,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-O", dest="opt_level", type=int, default=None, choices=(0, 1, 2, 3), metavar="LEVEL",
                    help="optimization level of the llvm backend (default 3)")
     _target_args(p)
+    from .imaging.command import add_run_arguments  # --image, --labels, --top, --resize, --normalize, --json
+
+    add_run_arguments(p)
 
     from .onnx.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
@@ -148,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", metavar="P1,P2", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
                    help="run these passes, in this order, instead of a level's pipeline")
     p.add_argument("--pass-log", action="store_true", help="one line per pass: what fired and how often")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON report instead: every pass with what it did and its time, the node counts, "
+                        "and what the native build made")
     p.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass")
     p.add_argument("--print-ir-after", metavar="PASS", action="append", default=[],
                    help="print the IR after this pass (repeatable)")
@@ -175,7 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and its weights OUT.npz. `graphconv run MODEL.onnx` also runs a model directly.")
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("-o", "--output", required=True, metavar="OUT.gc", help="the spec to write (weights: OUT.npz)")
+
+    for module in _verb_modules():
+        module.add_parsers(sub, common, sets)
+    for name, p in sub.choices.items():  # every verb's --help ends with examples
+        p.formatter_class = _HelpFormatter
+        if name in EXAMPLES:
+            p.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+    # `graphconv --help` lists the commands in the order of work (docs/cli.md), not the order they were added
+    sub._choices_actions.sort(key=lambda a: VERB_ORDER.index(a.dest) if a.dest in VERB_ORDER else len(VERB_ORDER))
     return parser
+
+
+VERB_ORDER = ["check", "fmt", "summary", "viz", "run", "compile", "export-onnx", "import-onnx", "train", "plot",
+              "filters", "featuremaps", "bench"]
 
 
 def _fraction(text: str) -> float:
@@ -211,8 +238,8 @@ def _nonnegative_float(text: str) -> float:
 TRAIN_EXAMPLES = """\
 examples:
   graphconv train specs/lenet5.gc --data digits --out runs/lenet
-  graphconv train specs/cifar_cnn.gc --data cifar.npz --augment crop:4,flip --optimizer adamw --lr 0.001
-  graphconv train --resume runs/lenet --epochs 30        # continue a run (its settings unless given)
+  graphconv train --resume runs/lenet --epochs 40        # continue a run (its settings unless given)
+  graphconv train specs/cifar_cnn.gc --data cifar.npz --augment crop:4,flip --optimizer adamw --epochs 2 --backend onnx
   graphconv run specs/lenet5.gc --weights runs/lenet/weights.npz
 
 DATA is 'digits' (bundled with scikit-learn), a folder of MNIST-format IDX files, or an .npz file with x, y
@@ -281,11 +308,61 @@ def _train_parser(sub, common, sets) -> None:
     _add_plot(sub, common)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions to the terminal; keeps text with line breaks (the examples) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+# The examples at the end of each verb's --help (verbs defined in other modules bring their own epilog).
+# tests/test_cli_help.py runs every one of them.
+EXAMPLES: dict[str, list[str]] = {
+    "check": ["graphconv check specs/*.gc",
+              "graphconv check examples/mistakes.gc          # exit 1, every error with path:line:col",
+              "graphconv check specs/resnet50.gc --set num_classes=10 --json"],
+    "summary": ["graphconv summary specs/resnet50.gc",
+                "graphconv summary specs/googlenet.gc --set aux_logits=true --json"],
+    "run": ["graphconv run specs/resnet18.gc --backend llvm --threads 2",
+            "graphconv run specs/lenet5.gc --batch 8 --output logits.npy",
+            "graphconv run specs/lenet5.gc --input image=digit.npy --json",
+            "graphconv run specs/lenet5.gc --weights runs/lenet/weights.npz --image examples/digits/digit-3.png "
+            "--labels examples/digits/labels.txt"],
+    "export-onnx": ["graphconv export-onnx specs/resnet18.gc -o resnet18.onnx",
+                    "graphconv export-onnx specs/resnet50.gc -o resnet50-fused.onnx -O2 --set num_classes=10"],
+    "compile": ["graphconv compile specs/resnet50.gc -O2 --pass-log",
+                "graphconv compile specs/resnet18.gc --target llvm -O3 --json",
+                "graphconv compile specs/resnet18.gc --target llvm-aot -O3 --name model -o build"],
+    "bench": ["graphconv bench lenet5 --batch 1 --min-time 0.5",
+              "graphconv bench resnet18 --batch 1,8 --threads 2 --json",
+              "graphconv bench --train"],
+    "import-onnx": ["graphconv import-onnx resnet18.onnx -o imported.gc   # also writes imported.npz",
+                    "graphconv run imported.gc --weights imported.npz"],
+}
+
+
+# Verbs defined beside the code they drive. Each module has `add_parsers(sub, common, sets)`, which adds its
+# subcommands, and `VERBS`, a dict from each subcommand's name to its function `(args) -> exit status`.
+_VERB_MODULES = (
+    "graphconv.viz.command",
+    "graphconv.imaging.command",
+    "graphconv.spec.fmt",
+)
+
+
+def _verb_modules():
+    from importlib import import_module
+
+    return [import_module(name) for name in _VERB_MODULES]
+
+
 def _add_plot(sub, common) -> None:
     p = sub.add_parser("plot", parents=[common], help="redraw a training run's loss and accuracy curves",
                        description="Draw the loss and accuracy curves of a run directory (from its metrics.jsonl) "
                                    "as a PNG picture; needs matplotlib (pip install 'graphconv[plot]').",
-                       epilog="example:\n  graphconv plot runs/lenet            # writes runs/lenet/plot.png\n"
+                       epilog="examples:\n  graphconv plot runs/lenet            # writes runs/lenet/plot.png\n"
                               "  graphconv plot runs/lenet -o curves.png",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of graphconv train (--out)")
@@ -340,15 +417,44 @@ def cmd_check(args) -> int:
     from .errors import GraphconvError
 
     failed = False
+    records = []
     for path in args.specs:
         try:
             graph, _ = _load(args, path, weights=False)
         except GraphconvError as e:
             failed = True
-            _err(str(e) if _is_spec_error(e) else f"error: {e}")
+            if args.json:
+                records.append({"path": path, "ok": False, "errors": _error_records(e)})
+            else:
+                _err(str(e) if _is_spec_error(e) else f"error: {e}")
             continue
-        print(f"ok: {path} (network {graph.name}, {len(graph.nodes)} nodes, {graph.num_params():,} params)")
+        if args.json:
+            records.append({"path": path, "ok": True, "network": graph.name, "nodes": len(graph.nodes),
+                            "params": graph.num_params()})
+        else:
+            print(f"ok: {path} (network {graph.name}, {len(graph.nodes)} nodes, {graph.num_params():,} params)")
+    if args.json:
+        print(json.dumps(records, indent=2))
     return EXIT_USER if failed else EXIT_OK
+
+
+def _error_records(e: BaseException) -> list[dict[str, Any]]:
+    """A located error as JSON records: one per diagnostic of a SpecError, else one with the message."""
+    diagnostics = getattr(e, "diagnostics", None)
+    if not diagnostics:
+        return [{"severity": "error", "message": str(e)}]
+    out = []
+    for d in diagnostics:
+        rec: dict[str, Any] = {"severity": d.severity, "message": d.message}
+        if d.loc is not None:
+            rec.update(path=d.loc.path, line=d.loc.line, col=d.loc.col)
+        if d.hint:
+            rec["hint"] = d.hint
+        if d.notes:
+            rec["notes"] = [{"path": loc.path, "line": loc.line, "col": loc.col, "message": text}
+                            for loc, text in d.notes]
+        out.append(rec)
+    return out
 
 
 def cmd_summary(args) -> int:
@@ -407,15 +513,24 @@ def _random_inputs(graph, given: dict[str, Any], batch: int | None, seed: int, d
 
     if batch is None:
         batch = next((int(a.shape[0]) for a in given.values() if getattr(a, "ndim", 0) >= 1), 1)
+    from .errors import InputError
+
     rng = np.random.default_rng(seed)
     out = {}
     for v in graph.inputs:
         if v.name in given:
             continue
         shape = v.type.concrete(batch)
-        out[v.name] = rng.standard_normal(shape).astype(dtype)
+        size = v.type.numel(batch) * np.dtype(dtype).itemsize
+        if size > MAX_RANDOM_INPUT_BYTES:
+            raise InputError(f"a random input {v.name} of {list(shape)} {dtype} would take {size / 2**30:,.1f} GiB "
+                             f"(at most {MAX_RANDOM_INPUT_BYTES / 2**30:.0f} GiB); choose a smaller --batch")
+        out[v.name] = rng.standard_normal(shape).astype(dtype)  # float64 draws: the same numbers in either dtype
         notes.append(f"input {v.name}: random standard normal {list(shape)} (seed {seed})")
     return out
+
+
+MAX_RANDOM_INPUT_BYTES = 1 << 32  # what `run` allocates for random inputs before it starts
 
 
 def _stats_lines(name: str, y) -> list[str]:
@@ -459,6 +574,9 @@ def cmd_run(args) -> int:
 
     graph, weights = _load(args, args.spec)
     given = _gather_inputs(args, graph)
+    from .imaging.command import image_run
+
+    classes = image_run(args, graph, given)  # --image (into `given`), --labels, --top, --json; None for a plain run
     net = Network(graph, weights)
     options: dict[str, Any] = {}
     if args.threads is not None:
@@ -479,6 +597,8 @@ def cmd_run(args) -> int:
     notes: list[str] = []
     inputs = {**given, **_random_inputs(graph, given, args.batch, args.seed, args.dtype, notes)}
     outputs = model.run(inputs)
+    if classes is not None:
+        return classes.report(outputs)  # the top classes per picture or sample (or --json)
     source = (f"weights {args.weights}" if args.weights else "the model's weights"
               if args.spec.lower().endswith(".onnx") else f"initial weights (seed {args.seed})")
     print(f"network {graph.name}: {graph.num_params():,} params, backend {args.backend}, {args.dtype}, {source}")
@@ -528,6 +648,13 @@ def cmd_compile(args) -> int:
             print(f"// IR after {p.name} ({result.line()})")
             print(print_graph(program.graph))
 
+    if args.json:
+        printing = [flag for flag, v in (("--print-ir", args.print_ir), ("--print-ir-after-all", args.print_ir_after_all),
+                                         ("--print-ir-after", args.print_ir_after)) if v]
+        if printing:
+            raise GraphconvError(f"{', '.join(printing)} print IR text; leave out --json to see it")
+    report: dict[str, Any] = {}
+    say = (lambda *a: None) if args.json else print  # with --json, the report replaces the text lines
     graph, weights = _load(args, args.spec)
     native = args.target in ("llvm", "llvm-aot")
     if args.target == "llvm-aot" and not args.output:
@@ -549,21 +676,27 @@ def cmd_compile(args) -> int:
                         after=after, seed=args.seed)
     if args.pass_log:
         for record in log:
-            print(record.line())
+            say(record.line())
     if args.print_ir:
         print(print_graph(net.graph))
     what = "training" if args.training else "inference"
-    print(f"compiled {net.graph.name} at -O{args.opt_level} ({what}): {before} -> {len(net.graph.nodes)} nodes, "
-          f"{len(log)} passes" + (", every pass verified on the reference executor" if args.verify_passes else ""))
-    if native:
-        return _compile_native(args, net)
-    if args.output:
-        _write_optimized(args.output, net)
-    return EXIT_OK
+    how = f"with {','.join(args.passes)}" if args.passes else f"at -O{args.opt_level}"
+    say(f"compiled {net.graph.name} {how} ({what}): {before} -> {len(net.graph.nodes)} nodes, "
+        f"{len(log)} passes" + (", every pass verified on the reference executor" if args.verify_passes else ""))
+    report.update(network=net.graph.name, level=None if args.passes else args.opt_level, mode=what, target=args.target, nodes_before=before,
+                  nodes_after=len(net.graph.nodes), verified=bool(args.verify_passes),
+                  passes=[{"name": r.name, "changed": r.result.changed, "counts": dict(r.result.counts),
+                           "notes": list(r.result.notes), "seconds": round(r.seconds, 6)} for r in log])
+    status = _compile_native(args, net, say, report) if native else EXIT_OK
+    if not native and args.output:
+        report["files"] = _write_optimized(args.output, net, say)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return status
 
 
-def _write_optimized(path: str, net) -> None:
-    """The optimized graph as JSON at `path` and its weights next to it (.npz)."""
+def _write_optimized(path: str, net, say=print) -> list[str]:
+    """The optimized graph as JSON at `path` and its weights next to it (.npz); returns the two paths."""
     from .ir.serialize import dumps
     from .weights import save_weights
 
@@ -571,11 +704,14 @@ def _write_optimized(path: str, net) -> None:
         fh.write(dumps(net.graph))
     weights_path = os.path.splitext(path)[0] + ".npz"
     save_weights(weights_path, net.weights)
-    print(f"wrote {path} and {weights_path}")
+    say(f"wrote {path} and {weights_path}")
+    return [path, weights_path]
 
 
-def _compile_native(args, net) -> int:
-    """compile --target llvm / llvm-aot: native code for the optimized network `net`."""
+def _compile_native(args, net, say=print, report: dict[str, Any] | None = None) -> int:
+    """compile --target llvm / llvm-aot: native code for the optimized network `net`; what it made goes into
+    `report` (compile --json)."""
+    report = {} if report is None else report
     import time
 
     from .llvm.compiler import compile_graph
@@ -588,26 +724,35 @@ def _compile_native(args, net) -> int:
         t0 = time.perf_counter()
         res = write_aot(net, args.output, opt_level=args.opt_level, dtype=args.dtype, target=target, name=args.name,
                         optimized=True, emit_llvm=args.emit_llvm)
-        print(f"native code for {target.describe()}: {res.layout.kernels} kernels for {res.layout.layers} layers, "
-              f"{time.perf_counter() - t0:.2f} s")
+        took = time.perf_counter() - t0
+        say(f"native code for {target.describe()}: {res.layout.kernels} kernels for {res.layout.layers} layers, "
+            f"{took:.2f} s")
         for path in res.files:
-            print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+            say(f"wrote {path} ({path.stat().st_size:,} bytes)")
+        report["native"] = {"target": target.describe(), "kernels": res.layout.kernels, "layers": res.layout.layers,
+                            "seconds": round(took, 3),
+                            "files": [{"path": str(p), "bytes": p.stat().st_size} for p in res.files]}
         return EXIT_OK
     t0 = time.perf_counter()
     compiled = compile_graph(net.graph, net.weights, dtype=args.dtype, target=target,
                              use_cache=not args.no_cache, keep_ir=bool(args.emit_llvm))
     took = time.perf_counter() - t0
     lay = compiled.layout
-    print(f"native code for {target.describe()}: {lay.kernels} kernels for {lay.layers} layers, "
-          f"{len(compiled.object_code):,} bytes of machine code, weights {lay.blob_bytes:,} bytes, arena "
-          f"{lay.arena_per_sample:,} bytes per sample; "
-          + ("from the cache" if compiled.cached else f"compiled in {took:.2f} s"))
+    say(f"native code for {target.describe()}: {lay.kernels} kernels for {lay.layers} layers, "
+        f"{len(compiled.object_code):,} bytes of machine code, weights {lay.blob_bytes:,} bytes, arena "
+        f"{lay.arena_per_sample:,} bytes per sample; "
+        + ("from the cache" if compiled.cached else f"compiled in {took:.2f} s"))
+    report["native"] = {"target": target.describe(), "kernels": lay.kernels, "layers": lay.layers,
+                        "machine_code_bytes": len(compiled.object_code), "weights_bytes": lay.blob_bytes,
+                        "arena_bytes_per_sample": lay.arena_per_sample, "cached": compiled.cached,
+                        "seconds": round(took, 3)}
     if args.emit_llvm:
         with open(args.emit_llvm, "w", encoding="utf-8") as fh:
             fh.write(compiled.llvm_ir or "")
-        print(f"wrote {args.emit_llvm}")
+        say(f"wrote {args.emit_llvm}")
+        report["files"] = [args.emit_llvm]
     if args.output:
-        _write_optimized(args.output, net)
+        report["files"] = report.get("files", []) + _write_optimized(args.output, net, say)
     return EXIT_OK
 
 
@@ -740,6 +885,15 @@ COMMANDS = {"check": cmd_check, "summary": cmd_summary, "run": cmd_run, "compile
             "train": cmd_train, "plot": cmd_plot}
 
 
+def _command(name: str):
+    if name in COMMANDS:
+        return COMMANDS[name]
+    for module in _verb_modules():
+        if name in module.VERBS:
+            return module.VERBS[name]
+    raise KeyError(name)
+
+
 # -- entry point ----------------------------------------------------------------------------------------------------
 
 def _err(text: str) -> None:
@@ -762,10 +916,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
     debug = getattr(args, "debug", False)
 
+    from . import progress
     from .errors import GraphconvError
 
+    progress.enable(True)  # shown only when standard error is a terminal
+
     try:
-        return COMMANDS[args.command](args)
+        return _command(args.command)(args)
     except GraphconvError as e:
         if debug:
             traceback.print_exc()
@@ -783,6 +940,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" '{e.filename}'" if getattr(e, "filename", None) else ""
         _err(f"error: cannot access{where}: {e.strerror or e}")
         return EXIT_USER
+    except MemoryError:  # e.g. a batch too large for this machine: the user's input, not a bug
+        if debug:
+            traceback.print_exc()
+        _err("error: out of memory; try a smaller batch or network")
+        return EXIT_USER
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
@@ -793,6 +955,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"note: this is a bug in graphconv {_version()}; please report it with the command you ran"
              + ("" if debug else " and the traceback that --debug shows"))
         return EXIT_INTERNAL
+    finally:
+        progress.enable(False)  # the library is silent again for a caller of main()
 
 
 def _version() -> str:

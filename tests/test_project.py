@@ -48,7 +48,7 @@ def test_op_reference_is_current():
 
 def test_readme_example_spec_loads():
     text = (ROOT / "README.md").read_text()
-    example = re.search(r"```\n(# LeNet-5.*?)```", text, re.S).group(1)
+    example = re.search(r"```gc\n(# LeNet-5.*?)```", text, re.S).group(1)
     graph = graphconv.spec.load_graph_text(example, "readme.gc")
     assert graph.num_params() == 61_706
     assert [str(v.type) for v in graph.outputs.values()] == ["f32[N, 10]"]

@@ -2,8 +2,9 @@
 
 Newlines end statements. The parser ignores them inside ( ) and [ ], where a long call or list may span lines, and
 before a line that starts with `->`, which continues the chain on the line before. Comments
-run from `#` to the end of the line. Problems (stray characters, unterminated strings) are reported and skipped so
-one pass finds them all.
+run from `#` to the end of the line; the parser never sees them, the formatter (fmt.py) asks for them with
+`keep_comments=True`. Problems (stray characters, unterminated strings) are reported and skipped so one pass finds
+them all.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
 
 @dataclass(frozen=True)
 class Token:
-    kind: str  # "ident" | "keyword" | "int" | "float" | "string" | "punct" | "newline" | "eof"
+    kind: str  # "ident" | "keyword" | "int" | "float" | "string" | "punct" | "newline" | "comment" | "eof"
     text: str
     loc: SourceLoc
     value: object = None
 
 
-def tokenize(text: str, path: str, diags: list[Diagnostic]) -> list[Token]:
+def tokenize(text: str, path: str, diags: list[Diagnostic], *, keep_comments: bool = False) -> list[Token]:
+    """The tokens of `text`, ending with a newline and an "eof" token; problems are appended to `diags`.
+    `keep_comments=True` adds a "comment" token (its text from `#` to the end of the line) for each comment."""
     tokens: list[Token] = []
     line, line_start, pos = 1, 0, 0
     n = len(text)
@@ -94,6 +97,8 @@ def tokenize(text: str, path: str, diags: list[Diagnostic]) -> list[Token]:
             tokens.append(Token("string", s, loc, value))
         elif kind == "punct":
             tokens.append(Token("punct", s, loc))
+        elif kind == "comment" and keep_comments:
+            tokens.append(Token("comment", s, loc))
         pos = m.end()
     tokens.append(Token("newline", "\\n", SourceLoc(path, line, pos - line_start + 1)))
     tokens.append(Token("eof", "end of file", SourceLoc(path, line, pos - line_start + 1)))

@@ -17,6 +17,12 @@ from graphconv.train.optim import Optimizer
 from graphconv.train.step import TrainStep
 
 SEEDS = range(12)
+# The plain suite checks the first seeds; the slow run (tools/run_slow_tests.sh) all twelve random networks.
+FAST_SEEDS = {"gradients": 6, "step": 3}
+
+
+def _seeds(which: str) -> list:
+    return [pytest.param(s, marks=() if s < FAST_SEEDS[which] else pytest.mark.slow) for s in SEEDS]
 
 
 def _close(got, want, rtol, atol, what):
@@ -25,7 +31,7 @@ def _close(got, want, rtol, atol, what):
     assert err <= bound, f"{what}: differs by {err:.3g} (allowed {bound:.3g})"
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", _seeds("gradients"))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_llvm_gradients_match_the_reference(seed, dtype):
     case = random_cnn(seed, dtype=dtype)
@@ -47,7 +53,7 @@ def test_llvm_gradients_match_the_reference(seed, dtype):
                 _close(got[name], ref, 1e-4, 1e-5 + 4 * noise[name], f"{name} ({case.description})")
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", _seeds("step"))
 def test_one_training_step_is_the_same_on_every_backend(seed):
     case = random_cnn(seed, dtype="float32")
     net = Network(case.graph, {k: v.astype(np.float32) for k, v in case.weights.items()})

@@ -34,10 +34,13 @@ def _net(key: str):
     return net
 
 
-# The default suite runs every spec at -O3 (what users get) and a representative set at -O0 and -O2 as well; the
-# whole matrix runs with the slow tests (tools/run_slow_tests.sh).
+# The default suite runs every spec at -O3 (what users get; ResNet-101/152, deeper copies of ResNet-50's blocks,
+# only in the slow run) and a representative set at -O0 and -O2 as well; the whole matrix runs with the slow tests
+# (tools/run_slow_tests.sh).
 FAST_LEVELS = {"lenet5", "sobel", "cifar_cnn", "alexnet-lrn", "resnet18", "mobilenet_v2"}
-CASES = [pytest.param(key, level, marks=() if level == 3 or key in FAST_LEVELS else pytest.mark.slow)
+DEEP_COPIES = {"resnet101", "resnet152"}
+CASES = [pytest.param(key, level, marks=() if (level == 3 and key not in DEEP_COPIES) or key in FAST_LEVELS
+                      else pytest.mark.slow)
          for key in sorted(ZOO) for level in (0, 2, 3)]
 
 

@@ -39,8 +39,10 @@ def _net(key, dtype=np.float32):
     return net
 
 
+# ResNet-101/152 repeat ResNet-50's blocks more often: the slow run (tools/run_slow_tests.sh) checks them
 @pytest.mark.parametrize("level, target", [(2, "reference"), (3, "reference"), (3, "llvm")])
-@pytest.mark.parametrize("spec", sorted(ZOO))
+@pytest.mark.parametrize("spec", [pytest.param(s, marks=pytest.mark.slow if s in ("resnet101", "resnet152") else ())
+                                  for s in sorted(ZOO)])
 def test_optimization_keeps_the_function(spec, level, target):
     # float64 weights: folded weights are then not rounded to float32, so only the transformation is measured
     net = _net(spec, np.float64)
