@@ -37,7 +37,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import stat
 import struct
 import warnings
 import zlib
@@ -48,6 +47,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import GraphconvError
+from ..files import read_bounded
 
 __all__ = ["ImageError", "Picture", "Resize", "Normalization", "read_image", "to_tensor", "load_pillow",
            "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "FORMATS", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGENET_MIN_SIZE"]
@@ -119,19 +119,7 @@ def read_image(path: str | os.PathLike) -> Picture:
     than MAX_IMAGE_PIXELS pixels; GraphconvError when Pillow is missing."""
     Image = load_pillow()
     path = os.fspath(path)
-    try:
-        st = os.stat(path)  # before opening: opening a FIFO or a device could block or never end
-        if not stat.S_ISREG(st.st_mode):
-            raise ImageError(f"image '{path}' is not a regular file")
-        if st.st_size > MAX_IMAGE_BYTES:
-            raise ImageError(f"image '{path}' is {st.st_size:,} bytes; pictures are limited to "
-                             f"{MAX_IMAGE_BYTES:,} bytes")
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_IMAGE_BYTES + 1)  # the file may have grown since: read no more than allowed
-    except OSError as e:
-        raise ImageError(f"cannot read image '{path}': {e.strerror or _one_line(e)}") from None
-    if len(data) > MAX_IMAGE_BYTES:
-        raise ImageError(f"image '{path}' is larger than {MAX_IMAGE_BYTES:,} bytes")
+    data = read_bounded(path, MAX_IMAGE_BYTES, "image", ImageError)
     if not data:
         raise ImageError(f"image '{path}' is empty")
     from PIL import ImageOps, UnidentifiedImageError

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import unicodedata
 from typing import Any
 
 from ..errors import GraphconvError
+from ..files import read_bounded
 
 __all__ = ["LabelsError", "read_labels", "check_labels", "printable", "MAX_LABELS_BYTES"]
 
@@ -42,17 +42,7 @@ class LabelsError(GraphconvError):
 def read_labels(path: str | os.PathLike) -> list[str]:
     """The class names in the labels file at `path` (see the module docstring). Raises LabelsError."""
     path = os.fspath(path)
-    try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise LabelsError(f"labels '{path}' is not a regular file")
-        if st.st_size > MAX_LABELS_BYTES:
-            raise LabelsError(f"labels '{path}' is {st.st_size:,} bytes; labels files are limited to "
-                              f"{MAX_LABELS_BYTES:,} bytes")
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_LABELS_BYTES + 1)
-    except OSError as e:
-        raise LabelsError(f"cannot read labels '{path}': {e.strerror or e}") from None
+    raw = read_bounded(path, MAX_LABELS_BYTES, "labels", LabelsError)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
