@@ -5,8 +5,10 @@
 A network is a short random stack on a small image: convolutions with random kernels, strides, paddings (explicit,
 asymmetric or `same`), dilations and groups (depthwise too), batchnorm, activations, max/avg pooling (with
 ceil_mode and padding), dropout, residual adds, two-branch concats and upsampling, then global average pooling,
-flatten and a dense head (logits [N, classes]). Every choice comes from `numpy.random.default_rng(seed)`, so a seed
-names a network exactly; `description` lists the layers for failure messages. Weights are seeded He-style values,
+flatten and a dense head (logits [N, classes]). `widths` are the output channel counts convolutions choose from
+besides keeping their input's (default 4, 6, 8; `WIDE` reaches the blocked NCHW16c kernels and odd sizes around
+them). Every choice comes from `numpy.random.default_rng(seed)`, so a seed (with the same options) names a network
+exactly; `description` lists the layers for failure messages. Weights are seeded He-style values,
 batchnorm statistics are kept away from zero variance, and inputs are standard normal (no NaN or Inf).
 """
 
@@ -19,9 +21,11 @@ import numpy as np
 from ..ir.graph import Graph, TensorType, Value
 from ..ops.build import add_op
 
-__all__ = ["Case", "random_cnn"]
+__all__ = ["Case", "random_cnn", "NARROW", "WIDE"]
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "elu", "selu", "clip")
+NARROW = (4, 6, 8)
+WIDE = (16, 32, 48, 17)
 
 
 @dataclass
@@ -33,8 +37,8 @@ class Case:
 
 
 class _Builder:
-    def __init__(self, rng: np.random.Generator, dtype: str):
-        self.rng, self.dtype = rng, dtype
+    def __init__(self, rng: np.random.Generator, dtype: str, widths: tuple[int, ...] = NARROW):
+        self.rng, self.dtype, self.widths = rng, dtype, tuple(widths)
         self.g = Graph("random_cnn")
         self.k = 0
         self.layers: list[str] = []
@@ -65,7 +69,7 @@ class _Builder:
                 padding = [int(v) for v in self.rng.integers(0, extent, 4)]
             if padding == "valid" and (h < extent or w < extent):
                 padding = "same"
-        out = out or int(self.choice([c, 4, 6, 8]))
+        out = out or int(self.choice([c, *self.widths]))
         groups = 1
         if not keep_shape or out == c:
             common = [gr for gr in (1, 2, 3) if c % gr == 0 and out % gr == 0]
@@ -124,10 +128,10 @@ class _Builder:
 
 
 def random_cnn(seed: int, *, dtype: str = "float64", blocks: tuple[int, int] = (2, 5), size: int = 8,
-               classes: int = 5, batch: int = 2) -> Case:
+               classes: int = 5, batch: int = 2, widths: tuple[int, ...] = NARROW) -> Case:
     """One random network with its weights and an input batch (see the module docstring)."""
     rng = np.random.default_rng(seed)
-    b = _Builder(rng, dtype)
+    b = _Builder(rng, dtype, widths)
     channels = int(b.choice([1, 2, 3]))
     x = b.g.add_input("x", TensorType(("N", channels, size, size), dtype))
     h = x
