@@ -37,10 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     failed, t0 = 0, time.perf_counter()
     seeds = range(args.start, args.start + args.differential)
     for seed in tqdm(seeds, unit="net", disable=None):
-        case = random_cnn(seed, dtype="float32", size=args.size, widths=widths)
-        for m in compare(case):
+        case = None
+        try:
+            case = random_cnn(seed, dtype="float32", size=args.size, widths=widths)
+            problems = [m.line() for m in compare(case)]
+        except Exception as e:  # noqa: BLE001 - a crash of the generator or of a backend is a finding too
+            problems = [f"{'generating' if case is None else 'running'} it raised {type(e).__name__}: {e}"]
+        for line in problems:
             failed += 1
-            tqdm.write(f"seed {seed}: {m.line()}\n  layers: " + "\n          ".join(case.description))
+            layers = "\n          ".join(case.description) if case is not None else "(not generated)"
+            tqdm.write(f"seed {seed}: {line}\n  layers: {layers}")
     print(f"{len(seeds)} random networks (seeds {seeds.start}..{seeds.stop - 1}, {'wide' if args.wide else 'narrow'},"
           f" {args.size}x{args.size}): {failed} disagreements, {time.perf_counter() - t0:.1f} s")
     return 1 if failed else 0

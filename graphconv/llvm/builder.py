@@ -319,8 +319,9 @@ class KB:
         return self.b.fneg(a)
 
     def max(self, a: ir.Value, c: ir.Value) -> ir.Value:
-        """max(a, c); NaN in `a` propagates (as numpy.maximum with a NaN first operand)."""
-        return self.b.select(self.b.fcmp_ordered("<", a, c), c, a)
+        """max(a, c), NaN in either operand propagating as in numpy.maximum: a running maximum (pooling, global
+        max, a reduction's lanes) must not drop a NaN it meets (LLVM's maxnum would)."""
+        return self.b.select(self.b.or_(self.b.fcmp_ordered("<", a, c), self.b.fcmp_unordered("uno", c, c)), c, a)
 
     def min(self, a: ir.Value, c: ir.Value) -> ir.Value:
         return self.b.select(self.b.fcmp_ordered(">", a, c), c, a)

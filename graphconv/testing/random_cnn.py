@@ -67,8 +67,10 @@ class _Builder:
                 padding = int(self.rng.integers(0, extent))
             elif padding == "asym":
                 padding = [int(v) for v in self.rng.integers(0, extent, 4)]
-            if padding == "valid" and (h < extent or w < extent):
-                padding = "same"
+            top, left, bottom, right = ((0, 0, 0, 0) if padding in ("valid", "same") else
+                                        (padding,) * 4 if isinstance(padding, int) else padding)
+            if padding != "same" and (h + top + bottom < extent or w + left + right < extent):
+                padding = "same"  # the kernel would not fit the padded input
         out = out or int(self.choice([c, *self.widths]))
         groups = 1
         if not keep_shape or out == c:
