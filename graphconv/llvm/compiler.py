@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import llvmlite.binding as llvm
 
 from .. import __version__
 from .. import progress
+from ..files import replacing
 from ..errors import GraphconvError
 from ..ir.graph import Graph
 from ..ir.serialize import dumps
@@ -108,14 +108,8 @@ def _write_cache(key: str, obj: bytes, layout: Layout) -> None:
         for suffix, data in ((".o", obj), (".json", json.dumps({"key": key, "object_bytes": len(obj),
                                                                 "object_sha256": hashlib.sha256(obj).hexdigest(),
                                                                 "layout": layout.to_json()}).encode("utf-8"))):
-            fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{key[:16]}", suffix=suffix)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, d / f"{key}{suffix}")
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with replacing(d / f"{key}{suffix}") as f:  # another process may write the same entry: last one wins
+                f.write(data)
     except OSError:
         pass  # a read-only or full cache directory only costs the next compile its time
 

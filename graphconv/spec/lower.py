@@ -621,6 +621,8 @@ class Lowerer:
             ok = all(_is_num(v) for v in values)
         if not ok:
             return self.error(c.loc, f"'{c.func}' takes {what}, got {', '.join(_kind(v) for v in values)}", ctx)
+        if c.func in ("min", "max") and len(values) == 1:
+            return values[0]  # of one number: that number (Python's min and max want an iterable then)
         try:
             r = fn(*values)
         except ZeroDivisionError:

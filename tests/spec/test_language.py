@@ -653,3 +653,12 @@ def test_a_line_break_between_a_keyword_argument_and_its_equals_sign():
     g = load_graph_text("network t() {\n  input x: f32[N, 3, 8, 8]\n  y = x -> conv2d(4, 3, padding\n"
                         "     = 1) -> relu\n  output y\n}\n")
     assert g.nodes[0].attrs["padding"] == (1, 1, 1, 1)
+
+
+def test_min_and_max_of_one_number_are_that_number():
+    """A mutation fuzz case: `max(1.0)` once raised TypeError out of the evaluator."""
+    from graphconv.spec import load_graph_text
+
+    g = load_graph_text("network t() {\n  input x: f32[N, 3, 8, 8]\n  y = x -> conv2d(max(4), min(2) + 1)\n"
+                        "  output y\n}\n")
+    assert g.nodes[0].attrs["out_channels"] == 4 and g.nodes[0].attrs["kernel"] == (3, 3)
