@@ -339,6 +339,10 @@ def _pads(imp: Importer, n, a: dict, x: TensorType, kernel, stride, dilation, ce
         p = _spatial(imp, n, a, "pads", [0, 0, 0, 0], 4)
         if any(v < 0 for v in p):
             raise _Unsupported(f"negative pads {p}")
+        extent = [int(d) * (int(k) - 1) + 1 for k, d in zip(kernel, dilation)]
+        if any(int(v) > extent[i % 2] for i, v in enumerate(p)):
+            # a window that would lie wholly in the padding reads no input: a model that asks for it is broken
+            raise imp.fail(n, f"pads {list(p)} are larger than the {extent[0]}×{extent[1]} kernel window")
         return tuple(int(v) for v in p)
     if auto == "VALID":
         return (0, 0, 0, 0)

@@ -43,8 +43,8 @@ def _describe(v: Any) -> str:
         return f"float {v:g}"
     if isinstance(v, str):
         return f"'{v}'"
-    if isinstance(v, list):
-        return "a list" if len(v) > 8 else f"list {v}"
+    if isinstance(v, (list, tuple)):  # a tuple: from the ONNX importer or the API
+        return "a list" if len(v) > 8 else f"list {list(v)}"
     if isinstance(v, Init):
         return f"initializer {v}"
     return type(v).__name__

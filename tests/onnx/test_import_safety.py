@@ -172,3 +172,48 @@ def test_wrong_data_length(tmp_path):
 def test_not_a_model_type():
     with pytest.raises(OnnxError):
         import_onnx(42)
+
+
+def _one_op_model(op: str, attrs: dict, weight_shape=None, x_shape=(1, 4, 8, 8)):
+    """A model of one Conv or pooling node on a [1, 4, 8, 8] input, with the attributes given."""
+    inits, inputs = [], ["x"]
+    if weight_shape is not None:
+        inits.append(numpy_helper.from_array(np.ones(weight_shape, np.float32), "w"))
+        inputs.append("w")
+    node = helper.make_node(op, inputs, ["y"], name="n", **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+INCONSISTENT = [
+    ("Conv", dict(kernel_shape=[3, 3, 3]), (4, 4, 3, 3), "kernel rank above the input's"),
+    ("Conv", dict(kernel_shape=[3, 3], strides=[0, 1]), (4, 4, 3, 3), "zero stride"),
+    ("Conv", dict(kernel_shape=[3, 3], strides=[-1, 1]), (4, 4, 3, 3), "negative stride"),
+    ("Conv", dict(kernel_shape=[3, 3], pads=[5, 5, 5, 5]), (4, 4, 3, 3), "pads larger than the kernel"),
+    ("Conv", dict(kernel_shape=[3, 3], pads=[-1, 0, 0, 0]), (4, 4, 3, 3), "negative pads"),
+    ("Conv", dict(kernel_shape=[3, 3], dilations=[0, 1]), (4, 4, 3, 3), "zero dilation"),
+    ("Conv", dict(kernel_shape=[3, 3], group=3), (6, 4, 3, 3), "groups not dividing the channels"),
+    ("Conv", dict(kernel_shape=[5, 5]), (4, 4, 3, 3), "kernel_shape not the weight's"),
+    ("Conv", dict(), (4, 5, 3, 3), "weight's input channels not the input's"),
+    ("Conv", dict(kernel_shape=[9, 9]), (4, 4, 9, 9), "a kernel larger than the input"),
+    ("Conv", dict(), (4, 4, 3), "a weight of rank 3"),
+    ("MaxPool", dict(kernel_shape=[2, 2, 2]), None, "kernel rank above the input's"),
+    ("MaxPool", dict(kernel_shape=[2, 2], strides=[0, 0]), None, "zero stride"),
+    ("MaxPool", dict(kernel_shape=[2, 2], pads=[3, 3, 3, 3]), None, "pads larger than the kernel"),
+    ("MaxPool", dict(kernel_shape=[0, 2]), None, "a zero kernel"),
+    ("MaxPool", dict(), None, "no kernel_shape"),
+    ("AveragePool", dict(kernel_shape=[2, 2], strides=[-2, 2]), None, "negative stride"),
+    ("AveragePool", dict(kernel_shape=[20, 20]), None, "a window larger than the input"),
+    ("LpPool", dict(kernel_shape=[2, 2], p=0), None, "p of zero"),
+]
+
+
+@pytest.mark.parametrize("op, attrs, weight, what", INCONSISTENT, ids=[f"{c[0]}: {c[3]}" for c in INCONSISTENT])
+def test_inconsistent_conv_and_pool_attributes_are_clear_errors(tmp_path, op, attrs, weight, what):
+    path = _save(_one_op_model(op, attrs, weight), tmp_path / "m.onnx")
+    with pytest.raises(GraphconvError) as info:
+        import_onnx(str(path))
+    message = str(info.value)
+    assert "'n'" in message and op in message  # names the node and its op
+    assert "got tuple" not in message and len(message) < 500
