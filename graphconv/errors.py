@@ -115,14 +115,17 @@ class ExecutionError(GraphconvError):
 class OpError(Exception):
     """Raised by an op's rules (attribute validation, shape inference); the spec lowering turns it into a located
     Diagnostic. `attr` names the offending attribute and `arg` the offending tensor input (0-based), when known, so
-    the caret can point at that argument instead of the whole call."""
+    the caret can point at that argument instead of the whole call. `others` are further problems found in the same
+    call (every bad attribute of a call is reported at once)."""
 
-    def __init__(self, message: str, *, attr: str | None = None, arg: int | None = None, hint: str | None = None):
+    def __init__(self, message: str, *, attr: str | None = None, arg: int | None = None, hint: str | None = None,
+                 others: list["OpError"] | None = None):
         super().__init__(message)
         self.message = message
         self.attr = attr
         self.arg = arg
         self.hint = hint
+        self.others = list(others or [])
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

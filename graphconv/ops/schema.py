@@ -314,14 +314,17 @@ class OpDef:
         raise KeyError(name)
 
     def check_attrs(self, given: dict[str, Any]) -> dict[str, Any]:
-        """Validate and normalize attribute values given by keyword; fill defaults. Unknown names and missing
-        required attributes raise OpError."""
+        """Validate and normalize attribute values given by keyword; fill defaults. Unknown names, bad values and
+        missing required attributes raise OpError: the first problem, with the others in `others`, so a call's
+        mistakes are all reported at once."""
         names = {a.name for a in self.attrs}
+        problems: list[OpError] = []
         for k in given:
             if k not in names:
                 from ..errors import did_you_mean
-                raise OpError(f"{self.name} has no attribute '{k}'", attr=k,
-                              hint=did_you_mean(k, names) or f"its attributes: {', '.join(sorted(names)) or 'none'}")
+                problems.append(OpError(f"{self.name} has no attribute '{k}'", attr=k,
+                                        hint=did_you_mean(k, names)
+                                        or f"its attributes: {', '.join(sorted(names)) or 'none'}"))
         out: dict[str, Any] = {}
         for a in self.attrs:
             if a.name in given:
@@ -332,12 +335,14 @@ class OpDef:
                 try:
                     out[a.name] = a.kind.convert(v)
                 except OpError as e:
-                    raise OpError(f"{self.name}: attribute '{a.name}': {e.message}", attr=a.name,
-                                  hint=e.hint) from None
+                    problems.append(OpError(f"{self.name}: attribute '{a.name}': {e.message}", attr=a.name,
+                                            hint=e.hint))
             elif a.required:
-                raise OpError(f"{self.name}: missing required attribute '{a.name}'", attr=a.name)
+                problems.append(OpError(f"{self.name}: missing required attribute '{a.name}'", attr=a.name))
             else:
                 out[a.name] = a.default
+        if problems:
+            raise OpError(problems[0].message, attr=problems[0].attr, hint=problems[0].hint, others=problems[1:])
         self.check_attr_combination(out)
         return out
 

@@ -485,12 +485,14 @@ class Lowerer:
         in_types = [t.type for _, t in tensors]
 
         def fail(err: OpError) -> Any:
-            loc = c.loc.span_to(c.end)
-            if err.attr is not None and err.attr in locs:
-                loc = locs[err.attr]
-            elif err.arg is not None and err.arg < len(tensors) and not (piped_given and err.arg == 0):
-                loc = tensors[err.arg][0]
-            return self.error(loc, err.message, ctx, hint=err.hint)
+            for e in [err, *err.others]:  # every problem of the call, each at its argument
+                loc = c.loc.span_to(c.end)
+                if e.attr is not None and e.attr in locs:
+                    loc = locs[e.attr]
+                elif e.arg is not None and e.arg < len(tensors) and not (piped_given and e.arg == 0):
+                    loc = tensors[e.arg][0]
+                result = self.error(loc, e.message, ctx, hint=e.hint)
+            return result
 
         try:
             planned = plan(opname, attrs, in_types)

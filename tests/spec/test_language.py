@@ -662,3 +662,16 @@ def test_min_and_max_of_one_number_are_that_number():
     g = load_graph_text("network t() {\n  input x: f32[N, 3, 8, 8]\n  y = x -> conv2d(max(4), min(2) + 1)\n"
                         "  output y\n}\n")
     assert g.nodes[0].attrs["out_channels"] == 4 and g.nodes[0].attrs["kernel"] == (3, 3)
+
+
+def test_every_bad_attribute_of_a_call_is_reported_at_once():
+    """A missing required attribute no longer hides a bad value or an unknown name in the same call."""
+    from graphconv.spec import check_text
+
+    text = 'network t() {\n  input x: f32[N, 8, 16, 16]\n  y = x -> max_pool2d(stride="x", paddin=1)\n  output y\n}\n'
+    _, diags, _ = check_text(text, "t.gc")
+    got = [(d.loc.line, d.loc.col, d.message) for d in diags]
+    assert got == [(3, 12, "max_pool2d: missing required attribute 'kernel'"),
+                   (3, 23, "max_pool2d: attribute 'stride': expected an integer or a list of 2 integers >= 1, "
+                           "got 'x'"),
+                   (3, 35, "'max_pool2d' has no attribute 'paddin'")]
